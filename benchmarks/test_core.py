@@ -1,0 +1,30 @@
+"""The core group: every operation of ``fastproto bench core``, beside its baseline.
+
+Run with ``python -m pytest benchmarks/ --benchmark-only`` (or ``--benchmark-group-by=group``).
+"""
+import pytest
+
+from fastproto.bench import load_cases
+
+CASES = list(load_cases("core"))
+
+
+def _sides():
+    for case in CASES:
+        yield pytest.param(case, "fastproto", id=f"{case.name}[fastproto]")
+        if case.baseline is not None:
+            yield pytest.param(case, "baseline", id=f"{case.name}[{case.baseline_name}]")
+
+
+@pytest.mark.parametrize("case,side", list(_sides()))
+def test_core(benchmark, case, side):
+    fn = case.fastproto if side == "fastproto" else case.baseline
+    benchmark.group = case.name
+    benchmark.extra_info["work"] = case.work
+    benchmark.extra_info["unit"] = case.unit
+    if case.single_shot:
+        benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
+    else:
+        benchmark(fn)
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        benchmark.extra_info["rate"] = case.work / benchmark.stats.stats.min

@@ -1,0 +1,3 @@
+from fastproto.cli import main
+
+raise SystemExit(main())

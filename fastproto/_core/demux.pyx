@@ -1,0 +1,233 @@
+# cython: always_allow_keywords=False
+"""The receive path of one batch, as the fast-demultiplexing proposal draws it.
+
+For every frame, without the GIL: parse and validate L2/L3/L4; for UDP and TCP
+look the socket up in the pcbtable under the bucket's *reader* lock and
+``pcq_put`` the packet handle on the socket's receive PCQ without touching the
+socket itself; then release the bucket.  A socket that got packets is put on
+the batch's wake list once, so wake-ups are per socket per batch, never per
+packet.  What the loop cannot place is handed back by batch index:
+
+- ``other``: frames for no socket in particular (ARP, ICMP, NDP, fragments),
+  for their own small handlers;
+- ``unmatched``: UDP/TCP with no pcb, for the protocol's answer (RST, ICMP
+  port unreachable), which the caller rate-limits.
+
+Frames that are malformed, or whose socket's PCQ is full, are dropped right
+there: their buffers go back to the pool and the drop is counted under its
+reason.  Nothing vanishes uncounted.
+"""
+import numpy as _np
+
+cimport numpy as cnp
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy, memset
+
+from fastproto._core.buffers cimport BufferPool, bufpool_free, buf_ptr
+from fastproto._core.parse cimport (parsed_t, parse_frame, parse_status_names, PARSE_OK,
+                                    PARSE_NSTATUS, PARSE_VERIFY_L4, PF_L4, PF_FRAG_LATER)
+from fastproto._core.pcbtable cimport (PCBTable, pcb_bucket, pcb_key, pcbtable_lookup_hold,
+                                       pcbtable_release)
+from fastproto._core.pcq cimport PCQ, pcq_put
+
+from fastproto._core.parse import PARSED_DTYPE
+
+cnp.import_array()
+
+# Counter slots after the parser's statuses (which count malformed frames).
+cdef enum:
+    C_DELIVERED = PARSE_NSTATUS     # put on a socket's PCQ
+    C_PCQ_FULL                      # dropped: the socket's PCQ was full
+    C_NO_SOCKET                     # handed back: L4 with no pcb
+    C_OTHER                         # handed back: for no socket in particular
+    C_BAD_HANDLE                    # dropped: handle or length outside the pool
+    C_NCOUNTERS
+
+cdef enum:
+    _IPPROTO_TCP = 6
+    _IPPROTO_UDP = 17
+
+#: counter names beyond the parser's statuses, in slot order
+_EXTRA = ("delivered", "pcq_full", "no_socket", "other", "bad_handle")
+
+
+cdef int _check_id(Demux d, Py_ssize_t sock_id) except -1:
+    if sock_id < 0 or sock_id >= d.max_sockets:
+        raise ValueError(f"socket id {sock_id} not in 0..{d.max_sockets - 1}")
+    return 0
+
+
+cdef class Demux:
+    """Demux(pool, table, max_sockets=65536, capacity=1024, verify_l4=False)
+
+    ``table`` maps flows to socket ids (0 .. max_sockets-1); ``attach(id, pcq)``
+    gives socket ``id`` its receive PCQ.  ``input(handles, lengths)`` runs one
+    batch of at most ``capacity`` frames of ``pool``.
+    """
+
+    def __cinit__(self, BufferPool pool not None, PCBTable table not None,
+                  Py_ssize_t max_sockets=65536, Py_ssize_t capacity=1024, bint verify_l4=False):
+        if max_sockets < 1 or max_sockets > 0xFFFFFFFF:
+            raise ValueError(f"max_sockets must be in 1..2**32-1, not {max_sockets}")
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, not {capacity}")
+        self.pool = pool
+        self.table = table
+        self.max_sockets = max_sockets
+        self.capacity = capacity
+        self.parse_flags = PARSE_VERIFY_L4 if verify_l4 else 0
+        self._pcq_refs = [None] * max_sockets
+        self.pcqs = <pcq_t **>calloc(max_sockets, sizeof(pcq_t *))
+        self.marked = <uint8_t *>calloc(max_sockets, 1)
+        self.cnt = <uint64_t *>calloc(C_NCOUNTERS, sizeof(uint64_t))
+        if self.pcqs == NULL or self.marked == NULL or self.cnt == NULL:
+            raise MemoryError()
+        self._rows = _np.zeros(capacity, dtype=PARSED_DTYPE)
+        self.rowp = <parsed_t *>cnp.PyArray_DATA(<cnp.ndarray>self._rows)
+        self._woken = _np.zeros(capacity, dtype=_np.uint32)
+        self._other = _np.zeros(capacity, dtype=_np.uint32)
+        self._unmatched = _np.zeros(capacity, dtype=_np.uint32)
+        self._dropped = _np.zeros(capacity, dtype=_np.uint64)
+        self.woken = <uint32_t *>cnp.PyArray_DATA(<cnp.ndarray>self._woken)
+        self.other = <uint32_t *>cnp.PyArray_DATA(<cnp.ndarray>self._other)
+        self.unmatched = <uint32_t *>cnp.PyArray_DATA(<cnp.ndarray>self._unmatched)
+        self.dropped = <uint64_t *>cnp.PyArray_DATA(<cnp.ndarray>self._dropped)
+
+    def __dealloc__(self):
+        free(self.pcqs)
+        free(self.marked)
+        free(self.cnt)
+
+    def attach(self, Py_ssize_t sock_id, PCQ pcq not None):
+        """Give socket ``sock_id`` its receive PCQ (replacing any before).
+
+        Attach before the socket's pcb enters the table, detach after it left,
+        and never while ``input`` runs in another thread: the socket array is
+        written under the GIL and read by ``input`` without locks.
+        """
+        _check_id(self, sock_id)
+        self._pcq_refs[sock_id] = pcq
+        self.pcqs[sock_id] = pcq.q
+
+    def detach(self, Py_ssize_t sock_id):
+        """Forget socket ``sock_id``'s PCQ; its packets then count as ``no_socket``."""
+        _check_id(self, sock_id)
+        self.pcqs[sock_id] = NULL
+        self._pcq_refs[sock_id] = None
+
+    cdef Py_ssize_t input_c(self, const uint64_t *handles, const uint32_t *lengths,
+                            Py_ssize_t n, Py_ssize_t *nwoken, Py_ssize_t *nother,
+                            Py_ssize_t *nunmatched) noexcept nogil:
+        """One batch (n <= capacity); returns how many frames were delivered."""
+        cdef Py_ssize_t i, ndropped = 0, delivered = 0
+        cdef Py_ssize_t w = 0, o = 0, u = 0
+        cdef uint64_t h, sock
+        cdef parsed_t *row
+        cdef pcb_key key
+        cdef pcb_bucket *bucket
+        cdef pcq_t *q
+        cdef uint64_t size = self.pool.pool.size
+        cdef uint64_t count = self.pool.pool.count
+        memset(key.pad, 0, sizeof(key.pad))
+        for i in range(n):
+            h = handles[i]
+            row = &self.rowp[i]
+            if h >= count or lengths[i] > size:
+                # Not ours to free: the caller handed a handle outside the pool.
+                row.status = 0xFF
+                self.cnt[C_BAD_HANDLE] += 1
+                continue
+            if parse_frame(buf_ptr(self.pool.pool, h), lengths[i], row, self.parse_flags) != PARSE_OK:
+                self.cnt[row.status] += 1
+                self.dropped[ndropped] = h
+                ndropped += 1
+                continue
+            if (row.proto != _IPPROTO_UDP and row.proto != _IPPROTO_TCP) \
+                    or not (row.flags & PF_L4) or (row.flags & PF_FRAG_LATER):
+                self.cnt[C_OTHER] += 1
+                self.other[o] = <uint32_t>i
+                o += 1
+                continue
+            # Receive direction: the packet's destination is our local side.
+            memcpy(key.laddr, row.dst, 16)
+            memcpy(key.faddr, row.src, 16)
+            key.lport = row.dport
+            key.fport = row.sport
+            key.proto = row.proto
+            bucket = pcbtable_lookup_hold(self.table.table, &key, &sock)
+            q = NULL
+            if bucket != NULL:
+                if sock < <uint64_t>self.max_sockets:
+                    q = self.pcqs[sock]
+                if q == NULL:
+                    pcbtable_release(bucket)
+            if q == NULL:
+                self.cnt[C_NO_SOCKET] += 1
+                self.unmatched[u] = <uint32_t>i
+                u += 1
+                continue
+            # The proposal: put on the socket's PCQ under the bucket's reader
+            # lock, so the pcb cannot be torn down between lookup and put, and
+            # without locking the socket, so demultiplexing never blocks.
+            if pcq_put(q, h):
+                pcbtable_release(bucket)
+                delivered += 1
+                if not self.marked[sock]:
+                    self.marked[sock] = 1
+                    self.woken[w] = <uint32_t>sock
+                    w += 1
+            else:
+                pcbtable_release(bucket)
+                self.cnt[C_PCQ_FULL] += 1
+                self.dropped[ndropped] = h
+                ndropped += 1
+        for i in range(w):
+            self.marked[self.woken[i]] = 0
+        for i in range(ndropped):
+            bufpool_free(self.pool.pool, self.dropped[i])
+        self.cnt[C_DELIVERED] += delivered
+        nwoken[0] = w
+        nother[0] = o
+        nunmatched[0] = u
+        return delivered
+
+    def input(self, handles, lengths):
+        """Run one batch: frame i is ``pool.data[handles[i], :lengths[i]]``.
+
+        Returns ``(delivered, woken, other, unmatched)``: how many frames went
+        onto socket PCQs, the socket ids that got packets (each once, uint32),
+        and the batch indices of frames handed back (see the module docstring);
+        ``rows`` holds every frame's parse.  The arrays are views valid until
+        the next call.  Malformed frames and PCQ overflows are freed to the pool.
+        """
+        cdef cnp.ndarray h = _np.ascontiguousarray(handles, dtype=_np.uint64)
+        cdef cnp.ndarray l = _np.ascontiguousarray(lengths, dtype=_np.uint32)
+        cdef Py_ssize_t n = cnp.PyArray_DIM(h, 0)
+        if cnp.PyArray_NDIM(h) != 1 or cnp.PyArray_NDIM(l) != 1 or cnp.PyArray_DIM(l, 0) != n:
+            raise ValueError("handles and lengths must be 1-D and of one length")
+        if n > self.capacity:
+            raise ValueError(f"batch of {n} frames exceeds capacity {self.capacity}")
+        cdef Py_ssize_t w = 0, o = 0, u = 0, delivered
+        cdef const uint64_t *hp = <const uint64_t *>cnp.PyArray_DATA(h)
+        cdef const uint32_t *lp = <const uint32_t *>cnp.PyArray_DATA(l)
+        with nogil:
+            delivered = self.input_c(hp, lp, n, &w, &o, &u)
+        return delivered, self._woken[:w], self._other[:o], self._unmatched[:u]
+
+    @property
+    def rows(self):
+        """The parsed rows (PARSED_DTYPE) of the last batch; valid until the next."""
+        return self._rows
+
+    def counters(self):
+        """{reason: frames} since creation, ``netstat -s`` style: the parser's
+        rejection reasons (lower case) and delivered / pcq_full / no_socket /
+        other / bad_handle."""
+        out = {}
+        cdef int i
+        for i in range(1, PARSE_NSTATUS):
+            out[parse_status_names[i].decode().lower()] = self.cnt[i]
+        for i, name in enumerate(_EXTRA):
+            out[name] = self.cnt[PARSE_NSTATUS + i]
+        return out

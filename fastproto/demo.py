@@ -1,0 +1,124 @@
+"""``fastproto demo``: the proposal's receive path at work on in-process frames.
+
+A thousand UDP sockets are bound in a pcbtable, each with its receive PCQ.
+Batches of frames (mostly datagrams for those sockets, plus what a real wire
+also carries: datagrams for closed ports, ARP, pings, corrupted and truncated
+frames) go through the compiled demux without the GIL.  The receivers then take
+their packets off their PCQs, one ``get_many`` per socket per batch.  At the end
+the demo prints where every frame went, ``netstat -s`` style.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from fastproto import BufferPool, Demux, PCBTable, PCQ
+from fastproto.wire import ETH_P_ARP, ETH_P_IP, ethernet, icmp_echo, ipv4, udp
+
+LOCAL, PEER = "198.18.0.2", "198.18.0.1"
+LOCAL_MAC, PEER_MAC = "02:00:5e:12:00:02", "02:00:5e:12:00:01"
+BASE_PORT = 10000
+
+
+def _traffic(rng: np.random.Generator, sockets: int, count: int) -> tuple[list[bytes], list[str]]:
+    """``count`` frames and what each is; mostly datagrams for open ports."""
+    frames, kinds = [], []
+    for i in range(count):
+        r = rng.random()
+        if r < 0.90:
+            port, kind = BASE_PORT + int(rng.integers(sockets)), "udp"
+        elif r < 0.93:
+            port, kind = BASE_PORT + sockets + int(rng.integers(1000)), "udp-closed"
+        elif r < 0.95:
+            frames.append(ethernet("ff:ff:ff:ff:ff:ff", PEER_MAC, ETH_P_ARP, _arp_request()))
+            kinds.append("arp")
+            continue
+        elif r < 0.97:
+            frames.append(ethernet(LOCAL_MAC, PEER_MAC, ETH_P_IP,
+                                   ipv4(PEER, LOCAL, 1, icmp_echo(7, i, b"ping"))))
+            kinds.append("icmp-echo")
+            continue
+        elif r < 0.985:
+            port, kind = BASE_PORT, "corrupt"
+        else:
+            port, kind = BASE_PORT, "truncated"
+        payload = bytes(rng.integers(0, 256, int(rng.integers(1, 64)), dtype=np.uint8))
+        frame = ethernet(LOCAL_MAC, PEER_MAC, ETH_P_IP,
+                         ipv4(PEER, LOCAL, 17, udp(PEER, LOCAL, 40000 + i % 20000, port, payload)))
+        if kind == "corrupt":
+            frame = frame[:24] + bytes([frame[24] ^ 0x5A]) + frame[25:]  # IP header checksum
+        elif kind == "truncated":
+            frame = frame[:30]
+        frames.append(frame)
+        kinds.append(kind)
+    return frames, kinds
+
+
+def _arp_request() -> bytes:
+    import ipaddress
+    from fastproto.wire import mac_bytes
+    return (bytes.fromhex("0001080006040001") + mac_bytes(PEER_MAC) + ipaddress.ip_address(PEER).packed
+            + bytes(6) + ipaddress.ip_address(LOCAL).packed)
+
+
+def run(args: argparse.Namespace) -> int:
+    sockets, total, batch = args.sockets, args.frames, 256
+    rng = np.random.default_rng(2024)
+    print(f"fastproto demo: {total:,} frames through the receive path to {sockets:,} UDP sockets\n")
+
+    pool = BufferPool(4 * batch + 1024)
+    table = PCBTable()
+    demux = Demux(pool, table, max_sockets=sockets, capacity=batch)
+    pcqs = []
+    for sock in range(sockets):
+        q = PCQ(64)
+        demux.attach(sock, q)
+        table.insert(17, LOCAL, BASE_PORT + sock, None, 0, sock)
+        pcqs.append(q)
+
+    # One set of distinct frames, replayed: building frames in Python is not what is measured.
+    frames, kinds = _traffic(rng, sockets, 4096)
+    received = np.zeros(sockets, dtype=np.int64)
+    wakeups = handed_back = 0
+    core_time = 0.0
+    t_start = time.perf_counter()
+    done = 0
+    while done < total:
+        n = min(batch, total - done)
+        b = pool.batch_from_frames([frames[(done + i) % len(frames)] for i in range(n)])
+        t0 = time.perf_counter()
+        delivered, woken, other, unmatched = demux.input(b.handles, b.lengths)
+        core_time += time.perf_counter() - t0
+        # What is not on a PCQ and was not dropped comes back to us: ARP and
+        # pings for their handlers, closed ports for an ICMP unreachable.
+        back = np.concatenate([other, unmatched])
+        handed_back += len(back)
+        if len(back):
+            pool.free_many(b.handles[back])
+        # Each woken receiver takes its packets: one call per socket, not per packet.
+        wakeups += len(woken)
+        for sock in woken.tolist():
+            got = pcqs[sock].get_many(64)
+            received[sock] += len(got)
+            pool.free_many(got)
+        done += n
+    elapsed = time.perf_counter() - t_start
+
+    counts = demux.counters()
+    print("where the frames went (netstat -s style):")
+    for name, value in counts.items():
+        if value:
+            print(f"    {value:>10,}  {name.replace('_', ' ')}")
+    print()
+    delivered_total = counts["delivered"]
+    print(f"    {delivered_total:,} datagrams queued on {int((received > 0).sum()):,} sockets' PCQs, "
+          f"{wakeups:,} receiver wake-ups ({delivered_total / max(wakeups, 1):.2f} packets per wake-up)")
+    print(f"    {handed_back:,} frames handed back for ARP / ICMP / closed-port answers")
+    print(f"    core demux: {total / core_time / 1e6:.2f} M frames/s without the GIL "
+          f"(whole loop with Python receivers: {total / elapsed / 1e6:.2f} M frames/s)")
+    if sum(counts.values()) != total or int(received.sum()) != delivered_total:
+        print("error: some frames are not accounted for")
+        return 1
+    return 0
