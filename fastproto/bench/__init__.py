@@ -85,7 +85,7 @@ class Result:
         return ", ".join(parts)
 
 
-def seconds_per_call(fn: Callable[[], object], min_time: float = 0.2, repeats: int = 5,
+def seconds_per_call(fn: Callable[[], object], min_time: float = 0.2, repeats: int = 15,
                      single_shot: bool = False) -> float:
     """Best-of-``repeats`` seconds per call of ``fn``.
 
