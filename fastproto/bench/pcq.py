@@ -9,9 +9,10 @@ once before timing so that neither side pays for making them.
   - batches: ``put_many`` of a 256-item uint64 array, then ``get_many(256,
     out=...)``; the baseline is ``deque.extend`` of the same 256 items as a
     list, then 256 ``popleft`` calls (a deque has no batch get).
-  - threads: a native producer thread puts items 0..n-1 with ``pcq_put_many``
-    in runs of 256 while the calling thread takes them with
-    ``pcq_get_many`` and sums them, both without the GIL.  The baseline moves
+  - threads: a native producer thread puts items 0..n-1, one ``pcq_put``
+    per item (as the demux loop does) or with ``pcq_put_many`` in runs of
+    256, while the calling thread takes them with ``pcq_get_many`` and sums
+    them, both without the GIL.  The baseline moves
     the same items between two Python threads as NumPy batches of 256
     through a deque, the consumer summing each batch with NumPy: batched the
     same way on both sides, so neither pays per-item Python overhead.
@@ -117,13 +118,20 @@ def cases() -> list[Case]:
     qt = PCQ(4096)
     expect = N_THREADED * (N_THREADED - 1) // 2
 
-    def threaded():
-        total = _stress.pcq_transfer(qt, N_THREADED, BATCH)
-        if total != expect:
-            raise AssertionError(f"pcq transfer lost items: sum {total} != {expect}")
+    def threaded(batch):
+        def run():
+            total = _stress.pcq_transfer(qt, N_THREADED, batch)
+            if total != expect:
+                raise AssertionError(f"pcq transfer lost items: sum {total} != {expect}")
+        return run
 
-    cases.append(
-        Case("core", "pcq 2 threads nogil, batches 256", threaded, N_THREADED, "items",
-             baseline=_threaded_baseline(N_THREADED), baseline_name="threads+deque, numpy batches",
-             goal_rate=20.0, scale=1e6, scale_name="M items/s", single_shot=True))
+    baseline = _threaded_baseline(N_THREADED)
+    # The producer as the demux loop uses it (one pcq_put per packet), and
+    # in runs of 256; the consumer takes up to 256 at a time either way.
+    for batch, name in ((1, "pcq 2 threads nogil, one pcq_put per item"),
+                        (BATCH, "pcq 2 threads nogil, batches 256")):
+        cases.append(
+            Case("core", name, threaded(batch), N_THREADED, "items",
+                 baseline=baseline, baseline_name="threads+deque, numpy batches",
+                 goal_rate=20.0, scale=1e6, scale_name="M items/s", single_shot=True))
     return cases
