@@ -25,3 +25,9 @@ def serializer_count(ser: Serializer, counter: npt.NDArray[np.uint64], n: int,
     """Add 1 to ``counter[0]`` ``n`` times inside the serializer; retries of try_enter."""
 def serializer_cycle(ser: Serializer, n: int) -> None:
     """Enter and exit ``n`` times (timing)."""
+
+class PCQDrainer:
+    """Takes everything off a list of PCQs without the GIL (benchmark receivers)."""
+    def __init__(self, pcqs: list[PCQ]) -> None: ...
+    def drain(self, ids: npt.NDArray[np.uint32]) -> int:
+        """Empty the PCQs numbered ``ids``; how many items were taken."""

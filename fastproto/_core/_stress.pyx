@@ -359,3 +359,45 @@ def bufpool_cycle(BufferPool pool not None, uint64_t n, size_t batch=1):
                 k = bufpool_alloc_many(p, hs, batch)
                 bufpool_free_many(p, hs, k, &bad)
     free(hs)
+
+
+cdef class PCQDrainer:
+    """PCQDrainer(pcqs): takes everything off the given PCQs without the GIL.
+
+    Stands in for the receivers in the demux benchmarks: ``drain(ids)``
+    empties the PCQs numbered ``ids`` (e.g. the wake list of a batch) with
+    ``pcq_get_many`` and returns how many items it took.
+    """
+    cdef pcq_t **qs
+    cdef list _refs
+    cdef Py_ssize_t n
+
+    def __cinit__(self, pcqs):
+        self._refs = list(pcqs)
+        self.n = len(self._refs)
+        self.qs = <pcq_t **>malloc(max(self.n, 1) * sizeof(pcq_t *))
+        if self.qs == NULL:
+            raise MemoryError()
+        cdef Py_ssize_t i
+        for i in range(self.n):
+            self.qs[i] = (<PCQ?>self._refs[i]).q
+
+    def __dealloc__(self):
+        free(self.qs)
+
+    def drain(self, const uint32_t[::1] ids not None):
+        cdef uint64_t scratch[256]
+        cdef uint64_t total = 0
+        cdef size_t k
+        cdef Py_ssize_t i
+        for i in range(ids.shape[0]):
+            if ids[i] >= self.n:
+                raise IndexError(f"no PCQ number {ids[i]}")
+        with nogil:
+            for i in range(ids.shape[0]):
+                while True:
+                    k = pcq_get_many(self.qs[ids[i]], scratch, 256)
+                    total += k
+                    if k < 256:
+                        break
+        return total

@@ -19,6 +19,7 @@ from typing import Callable, Iterator, Optional
 #: group name -> modules (under fastproto.bench) whose ``cases()`` make it up
 GROUPS: dict[str, list[str]] = {
     "core": ["checksum", "pcq", "pcbtable", "parse"],
+    "stack": ["stack"],
 }
 
 

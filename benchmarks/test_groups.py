@@ -1,23 +1,24 @@
-"""The core group: every operation of ``fastproto bench core``, beside its baseline.
+"""Every operation of ``fastproto bench``, beside its baseline, under pytest-benchmark.
 
-Run with ``python -m pytest benchmarks/ --benchmark-only`` (or ``--benchmark-group-by=group``).
+Run with ``python -m pytest benchmarks/ --benchmark-only``; ``-k core`` or
+``-k stack`` picks a group.
 """
 import pytest
 
-from fastproto.bench import load_cases
+from fastproto.bench import GROUPS, load_cases
 
-CASES = list(load_cases("core"))
+CASES = [case for group in GROUPS for case in load_cases(group)]
 
 
 def _sides():
     for case in CASES:
-        yield pytest.param(case, "fastproto", id=f"{case.name}[fastproto]")
+        yield pytest.param(case, "fastproto", id=f"{case.group}: {case.name}[fastproto]")
         if case.baseline is not None:
-            yield pytest.param(case, "baseline", id=f"{case.name}[{case.baseline_name}]")
+            yield pytest.param(case, "baseline", id=f"{case.group}: {case.name}[{case.baseline_name}]")
 
 
 @pytest.mark.parametrize("case,side", list(_sides()))
-def test_core(benchmark, case, side):
+def test_operation(benchmark, case, side):
     fn = case.fastproto if side == "fastproto" else case.baseline
     benchmark.group = case.name
     benchmark.extra_info["work"] = case.work
