@@ -78,6 +78,12 @@ cdef extern from "pcbtable.h" nogil:
     # (NULL: no match, no lock held); pair with pcbtable_release
     pcb_bucket *pcbtable_lookup_hold(pcbtable *t, const pcb_key *key, uint64_t *value)
     void pcbtable_release(pcb_bucket *b)
+    # the same lookup in two steps: start hashes and prefetches the buckets,
+    # finish_hold probes them (and may be repeated on one start)
+    ctypedef struct pcb_lookup:
+        int n
+    void pcbtable_lookup_start(pcbtable *t, const pcb_key *key, pcb_lookup *l)
+    pcb_bucket *pcbtable_lookup_finish_hold(const pcb_lookup *l, uint64_t *value)
     # batch forms: values[i] = value or 0, found[i] = 1/0; return the number found
     size_t pcbtable_lookup_many(pcbtable *t, const pcb_key *keys, size_t n,
                                 uint64_t *values, uint8_t *found)

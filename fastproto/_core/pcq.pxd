@@ -29,6 +29,8 @@ cdef extern from "pcq.h" nogil:
     # producers (any number, concurrently)
     # 1: put; 0: full, nothing changed (counted in pcq_rejected)
     bint pcq_put(pcq_t *q, uint64_t item)
+    # a hint before pcq_put: bring the tail and its slot into cache
+    void pcq_prefetch(pcq_t *q)
     # how many of the leading items[0..n) were put, in order
     size_t pcq_put_many(pcq_t *q, const uint64_t *items, size_t n)
 

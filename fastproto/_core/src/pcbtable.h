@@ -561,6 +561,53 @@ static inline void pcbtable_release(pcb_bucket *b)
 }
 
 /*
+ * A lookup in two steps, for loops that look up many packets: step one
+ * (pcbtable_lookup_start) hashes the key and prefetches the buckets of its
+ * probes, in order of specificity; step two (pcbtable_lookup_finish_hold)
+ * runs them, by which time the buckets are in cache if enough other work
+ * came in between.  Step two may run more than once on one start (the
+ * hashes do not change, the table may): each run is a whole lookup.
+ */
+typedef struct pcb_lookup {
+    pcb_kw w[3];                    /* the probes' keys ... */
+    pcb_bucket *b[3];               /* ... and their buckets */
+    int n;                          /* how many probes */
+} pcb_lookup;
+
+static inline void pcbtable_lookup_start(pcbtable *t, const pcb_key *key, pcb_lookup *l)
+{
+    pcb_kw w = pcb_kw_of(key);
+    int v4 = pcb_words_v4(w.la0, w.la1);
+    int n = 0;
+    if (!pcb_words_any(w.la0, w.la1)) {
+        if (!pcb_words_any(w.fa0, w.fa1)) {
+            l->w[n] = w;
+            l->b[n++] = pcb_bucket_of(t, pcb_hash_exact(t->key, &w));
+        }
+        l->w[n] = pcb_kw_bound(&w);
+        l->b[n] = pcb_bucket_of(t, pcb_hash_bound(t->key, l->w[n].la0, l->w[n].la1, l->w[n].tail));
+        n++;
+    }
+    l->w[n] = pcb_kw_any(&w);
+    l->b[n] = pcb_bucket_of(t, pcb_hash_any(t->key, v4, l->w[n].tail));
+    n++;
+    l->n = n;
+    for (int i = 0; i < n; i++)
+        pcb_prefetch(l->b[i]);
+}
+
+/* Step two: as pcbtable_lookup_hold (the matching bucket stays read-locked). */
+static inline pcb_bucket *pcbtable_lookup_finish_hold(const pcb_lookup *l, uint64_t *value)
+{
+    for (int i = 0; i < l->n; i++) {
+        pcb_bucket *b = pcb_probe_hold(l->b[i], &l->w[i], value);
+        if (b != NULL)
+            return b;
+    }
+    return NULL;
+}
+
+/*
  * Batch lookup of up to PCB_BATCH_BLOCK keys given as words.  All exact
  * hashes are computed and their buckets prefetched before the first probe,
  * so the cache misses of the block overlap instead of following one another;
