@@ -47,6 +47,16 @@ def test_datagrams_land_on_their_sockets_pcq_in_order(stack):
     assert demux.counters()["delivered"] == 3
 
 
+def test_a_delivered_packets_parse_travels_with_its_handle(stack):
+    pool, _, demux, queues = stack
+    run(pool, demux, [udp_frame(53, sport=4242, payload=b"abc")])
+    h = queues[0].get()
+    row = demux.rows[h]
+    assert (row["sport"], row["dport"], row["payload_len"]) == (4242, 53, 3)
+    off = row["payload_off"]
+    assert bytes(pool.data[h, off:off + 3]) == b"abc"
+
+
 def test_tcp_segment_goes_to_the_listener(stack):
     pool, _, demux, queues = stack
     b, delivered, woken, *_ = run(pool, demux, [tcp_frame(80)])
@@ -80,9 +90,9 @@ def test_frames_for_no_socket_in_particular_are_handed_back(stack):
                    + bytes([198, 18, 0, 2]))
     ping = ethernet(MAC_L, MAC_P, ETH_P_IP, ipv4(PEER, LOCAL, 1, icmp_echo(1, 1)))
     later_fragment = ethernet(MAC_L, MAC_P, ETH_P_IP, ipv4(PEER, LOCAL, 17, b"x" * 16, flags_frag=0x0002))
-    _, delivered, _, other, unmatched = run(pool, demux, [arp, ping, later_fragment])
+    b, delivered, _, other, unmatched = run(pool, demux, [arp, ping, later_fragment])
     assert delivered == 0 and other.tolist() == [0, 1, 2] and len(unmatched) == 0
-    rows = demux.rows[other]
+    rows = demux.rows[b.handles[other]]
     assert rows["ethertype"].tolist() == [ETH_P_ARP, ETH_P_IP, ETH_P_IP]
 
 

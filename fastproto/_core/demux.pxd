@@ -16,7 +16,7 @@ cdef class Demux:
     cdef readonly Py_ssize_t max_sockets
     cdef readonly Py_ssize_t capacity  # most frames per input() call
     cdef int parse_flags
-    cdef object _rows                  # parsed rows of the last batch (PARSED_DTYPE)
+    cdef object _rows                  # the parse of each buffer's frame, by handle
     cdef parsed_t *rowp
     cdef object _woken, _other, _unmatched, _dropped
     cdef uint32_t *woken               # socket ids with new packets, once each

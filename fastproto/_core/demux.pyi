@@ -25,6 +25,6 @@ class Demux:
         """(delivered, woken socket ids, other batch indices, unmatched batch indices)."""
     @property
     def rows(self) -> np.ndarray:
-        """Parsed rows (PARSED_DTYPE) of the last batch."""
+        """The parse (PARSED_DTYPE) of each buffer's frame, indexed by handle."""
     def counters(self) -> dict[str, int]:
         """{reason: frames} since creation, netstat -s style."""

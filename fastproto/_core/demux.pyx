@@ -90,7 +90,9 @@ cdef class Demux:
         self.cnt = <uint64_t *>calloc(C_NCOUNTERS, sizeof(uint64_t))
         if self.pcqs == NULL or self.marked == NULL or self.cnt == NULL:
             raise MemoryError()
-        self._rows = _np.zeros(capacity, dtype=PARSED_DTYPE)
+        # One row per buffer of the pool: a packet's parse travels with its
+        # handle, so whoever takes the handle off a PCQ finds its headers.
+        self._rows = _np.zeros(pool.count, dtype=PARSED_DTYPE)
         self.rowp = <parsed_t *>cnp.PyArray_DATA(<cnp.ndarray>self._rows)
         self._woken = _np.zeros(capacity, dtype=_np.uint32)
         self._other = _np.zeros(capacity, dtype=_np.uint32)
@@ -156,13 +158,12 @@ cdef class Demux:
             for j in range(m):
                 i = base + j
                 h = handles[i]
-                row = &self.rowp[i]
                 is_l4[j] = 0
                 if h >= pool.count or lengths[i] > pool.size:
                     # Not ours to free: the caller handed a handle outside the pool.
-                    row.status = 0xFF
                     self.cnt[C_BAD_HANDLE] += 1
                     continue
+                row = &self.rowp[h]
                 if parse_frame(buf_ptr(pool, h), lengths[i], row, self.parse_flags) != PARSE_OK:
                     self.cnt[row.status] += 1
                     self.dropped[ndropped] = h
@@ -240,7 +241,7 @@ cdef class Demux:
         Returns ``(delivered, woken, other, unmatched)``: how many frames went
         onto socket PCQs, the socket ids that got packets (each once, uint32),
         and the batch indices of frames handed back (see the module docstring);
-        ``rows`` holds every frame's parse.  The arrays are views valid until
+        ``rows[handle]`` holds each frame's parse.  The arrays are views valid until
         the next call.  Malformed frames and PCQ overflows are freed to the pool.
         """
         cdef cnp.ndarray h = _np.ascontiguousarray(handles, dtype=_np.uint64)
@@ -259,7 +260,8 @@ cdef class Demux:
 
     @property
     def rows(self):
-        """The parsed rows (PARSED_DTYPE) of the last batch; valid until the next."""
+        """The parse (PARSED_DTYPE) of the frame in each buffer of the pool,
+        indexed by handle: valid while that buffer holds that frame."""
         return self._rows
 
     def counters(self):

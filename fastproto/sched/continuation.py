@@ -111,9 +111,11 @@ class ContinuationQueue:
         with self._lock:
             due = self.clock() + delay
             if c._state == _RUNNING:
-                fresh = c._again is None
-                c._again = due if fresh else min(c._again, due)
-                return fresh
+                if c._again is None:
+                    c._again = due
+                    return True
+                c._again = min(c._again, due)
+                return False
             if c._state == _PENDING:
                 if due < c._due:
                     # Move it earlier; the stale heap entry is skipped when popped.

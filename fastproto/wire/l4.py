@@ -41,6 +41,8 @@ def icmp_echo(ident: int, seq: int, payload: bytes = b"", reply: bool = False,
     """An ICMP (or, with ``v6_src``/``v6_dst``, ICMPv6) echo request or reply."""
     if v6_src is None:
         kind, initial = (0 if reply else 8), 0
+    elif v6_dst is None:
+        raise ValueError("an ICMPv6 echo needs both v6_src and v6_dst")
     else:
         body_len = 8 + len(payload)
         kind, initial = (129 if reply else 128), pseudo_header_sum(v6_src, v6_dst, IPPROTO_ICMPV6, body_len)
