@@ -8,8 +8,20 @@ protocol answers that are rare by nature (ARP replies, ICMP errors).
 from fastproto.wire.ethernet import ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ETH_P_8021Q, ethernet, mac_bytes
 from fastproto.wire.ip import ipv4, ipv6, ip_bytes
 from fastproto.wire.l4 import icmp_echo, tcp, udp
+from fastproto.wire.arp import ARP_REPLY, ARP_REQUEST, arp
+from fastproto.wire.icmp import (
+    icmp_message,
+    icmpv6_message,
+    ipv6_fragment_header,
+    ipv6_multicast_mac,
+    neighbor_advert,
+    neighbor_solicit,
+    solicited_node,
+)
 
 __all__ = [
     "ETH_P_ARP", "ETH_P_IP", "ETH_P_IPV6", "ETH_P_8021Q",
     "ethernet", "mac_bytes", "ipv4", "ipv6", "ip_bytes", "udp", "tcp", "icmp_echo",
+    "ARP_REQUEST", "ARP_REPLY", "arp", "icmp_message", "icmpv6_message", "ipv6_fragment_header",
+    "ipv6_multicast_mac", "neighbor_advert", "neighbor_solicit", "solicited_node",
 ]
