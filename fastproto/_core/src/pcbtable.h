@@ -108,6 +108,13 @@ typedef struct pcbtable {
     uint64_t mask;                  /* nbuckets - 1 */
     sip_key key;
     uint64_t count;                 /* entries; atomic, relaxed */
+    /* Entries of each kind (PCB_EXACT, PCB_BOUND, PCB_ANY); atomic, relaxed.
+     * A two-step lookup skips the probes of kinds the table has none of,
+     * which saves a SipHash and a cache miss per packet on, say, a UDP
+     * server with only bound sockets.  Read without a lock, a count may lag
+     * an insert running at the same time: such a lookup is ordered before
+     * the insert, as it would be had it started a moment earlier. */
+    uint64_t nkind[3];
 } pcbtable;
 
 /* A key as the five little-endian words that hashing and comparison use. */
@@ -404,6 +411,7 @@ static inline int pcbtable_insert(pcbtable *t, const pcb_key *key, uint64_t valu
     b->n = n + 1;
     rw_wrunlock(&b->lock);
     __atomic_fetch_add(&t->count, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&t->nkind[kind], 1, __ATOMIC_RELAXED);
     free(spare);
     return PCB_OK;
 exists:
@@ -458,6 +466,7 @@ found:
     /* unlinked under the write lock: no reader can hold a pointer to it */
     free(dead);
     __atomic_fetch_sub(&t->count, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_sub(&t->nkind[kind], 1, __ATOMIC_RELAXED);
     if (value != NULL)
         *value = v;
     return PCB_OK;
@@ -580,17 +589,22 @@ static inline void pcbtable_lookup_start(pcbtable *t, const pcb_key *key, pcb_lo
     int v4 = pcb_words_v4(w.la0, w.la1);
     int n = 0;
     if (!pcb_words_any(w.la0, w.la1)) {
-        if (!pcb_words_any(w.fa0, w.fa1)) {
+        if (!pcb_words_any(w.fa0, w.fa1) && __atomic_load_n(&t->nkind[PCB_EXACT], __ATOMIC_RELAXED)) {
             l->w[n] = w;
             l->b[n++] = pcb_bucket_of(t, pcb_hash_exact(t->key, &w));
         }
-        l->w[n] = pcb_kw_bound(&w);
-        l->b[n] = pcb_bucket_of(t, pcb_hash_bound(t->key, l->w[n].la0, l->w[n].la1, l->w[n].tail));
+        if (__atomic_load_n(&t->nkind[PCB_BOUND], __ATOMIC_RELAXED)) {
+            l->w[n] = pcb_kw_bound(&w);
+            l->b[n] = pcb_bucket_of(t, pcb_hash_bound(t->key, l->w[n].la0, l->w[n].la1,
+                                                      l->w[n].tail));
+            n++;
+        }
+    }
+    if (__atomic_load_n(&t->nkind[PCB_ANY], __ATOMIC_RELAXED)) {
+        l->w[n] = pcb_kw_any(&w);
+        l->b[n] = pcb_bucket_of(t, pcb_hash_any(t->key, v4, l->w[n].tail));
         n++;
     }
-    l->w[n] = pcb_kw_any(&w);
-    l->b[n] = pcb_bucket_of(t, pcb_hash_any(t->key, v4, l->w[n].tail));
-    n++;
     l->n = n;
     for (int i = 0; i < n; i++)
         pcb_prefetch(l->b[i]);
