@@ -74,6 +74,25 @@ def test_connected_pcb_wins_over_listener(stack):
     assert queues[2].get() == b.handles[1]
 
 
+def test_removing_the_connected_pcb_falls_back_to_the_listener(stack):
+    pool, table, demux, queues = stack
+    queues[3] = PCQ(4)
+    demux.attach(3, queues[3])
+    table.insert(6, LOCAL, 80, PEER, 5000, 3)
+    table.remove(6, LOCAL, 80, PEER, 5000)
+    b, _, woken, *_ = run(pool, demux, [tcp_frame(80, sport=5000)])
+    assert woken.tolist() == [2] and queues[2].get() == b.handles[0]
+
+
+def test_a_table_with_only_bound_sockets_still_finds_any_listeners(stack):
+    pool, table, demux, queues = stack
+    queues[4] = PCQ(4)
+    demux.attach(4, queues[4])
+    table.insert(17, "0.0.0.0", 99, None, 0, 4)
+    b, delivered, woken, *_ = run(pool, demux, [udp_frame(99), udp_frame(53)])
+    assert delivered == 2 and sorted(woken.tolist()) == [0, 4]
+
+
 def test_closed_port_is_handed_back_for_an_answer(stack):
     pool, _, demux, queues = stack
     b, delivered, woken, other, unmatched = run(pool, demux, [udp_frame(9999), tcp_frame(81)])
