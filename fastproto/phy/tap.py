@@ -1,0 +1,213 @@
+"""A Linux TAP device as a fastproto interface: the kernel is the peer on the wire.
+
+Frames the kernel sends out of the TAP device are what this interface
+receives; frames this interface transmits arrive at the kernel as if from a
+NIC.  The receive and transmit loops run in the compiled core
+(``fastproto._core.tap``) without the GIL, one batch per call.  See
+``docs/tap.md``.
+"""
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from fastproto._core.buffers import BufferPool
+from fastproto._core.serializer import Serializer
+from fastproto._core.tap import ETH_HLEN, VLAN_HLEN, TapPort, get_mac, set_mac, set_mtu, set_up
+from fastproto.wire.ethernet import mac_bytes
+
+Frame = Union[bytes, bytearray, memoryview]
+
+
+class TapInterface:
+    """TapInterface(name="fp0", mtu=1500, mac=None, serializer=None): a TAP device.
+
+    Creates TAP device ``name`` in the calling thread's network namespace
+    (``/dev/net/tun``, ``IFF_TAP | IFF_NO_PI``, non-blocking) with ``mtu``
+    bytes of IP MTU and, when given, hardware address ``mac`` ("02:..." or 6
+    bytes); otherwise ``mac`` is the one the kernel chose.  The device is
+    down until :meth:`up`.  Raises OSError with the errno when it cannot be
+    created (EACCES/EPERM without CAP_NET_ADMIN, EINVAL for a bad name or
+    MTU, EBUSY when another process has it).
+
+    Every entry point (up, down, transmit, transmit_handles, receive,
+    receive_into, close) runs inside ``serializer`` (a fresh one named after
+    the device unless given), so one thread at a time drives the device.
+    ``wait`` and ``wakeup`` do not take it: a sleeping puller must not keep
+    the transmit path out.
+    """
+
+    def __init__(self, name: str = "fp0", mtu: int = 1500, mac: Optional[Union[str, bytes]] = None,
+                 serializer: Optional[Serializer] = None) -> None:
+        if not 68 <= mtu <= 65535 - ETH_HLEN - VLAN_HLEN:
+            # RFC 791: every IPv4 host link carries 68-byte datagrams
+            raise ValueError(f"mtu must be 68..{65535 - ETH_HLEN - VLAN_HLEN}, not {mtu}")
+        mac_b = mac_bytes(mac) if mac is not None else None
+        self._port = TapPort(name, mtu + ETH_HLEN + VLAN_HLEN)
+        try:
+            self.name: str = self._port.name
+            set_mtu(self.name, mtu)
+            if mac_b is not None:
+                set_mac(self.name, mac_b)
+            self._mac: bytes = get_mac(self.name)
+        except BaseException:
+            self._port.close()
+            raise
+        self._mtu = mtu
+        self._up = False
+        self.serializer: Serializer = serializer if serializer is not None else Serializer(self.name)
+
+    # -- properties ---------------------------------------------------------
+
+    @property
+    def mtu(self) -> int:
+        """IP MTU in bytes; the longest frame sent is mtu + 18 (Ethernet header + one VLAN tag)."""
+        return self._mtu
+
+    @property
+    def mac(self) -> bytes:
+        """The device's hardware address, 6 bytes."""
+        return self._mac
+
+    @property
+    def max_frame_len(self) -> int:
+        """Longest frame transmitted, in bytes: mtu + 14-byte header + one 4-byte 802.1Q tag."""
+        return self._mtu + ETH_HLEN + VLAN_HLEN
+
+    @property
+    def is_up(self) -> bool:
+        """True between up() and down()/close()."""
+        return self._up
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._port.closed)
+
+    def fileno(self) -> int:
+        """The TAP file descriptor (readable when a frame is queued)."""
+        return int(self._port.fileno())
+
+    # -- entry points -------------------------------------------------------
+
+    def up(self) -> None:
+        """Bring the device up (IFF_UP): the kernel starts sending frames to it."""
+        with self.serializer:
+            self._check_open()
+            set_up(self.name, True)
+            self._up = True
+
+    def down(self) -> None:
+        """Take the device down (clear IFF_UP).
+
+        Frames still queued are dropped (rx_dropped_down), as a NIC resets its
+        rings; until ``up`` transmits count tx_dropped_down and receives
+        return nothing.  Waits in progress end (False).
+        """
+        with self.serializer:
+            self._check_open()
+            self._up = False
+            set_up(self.name, False)
+            self._port.drop_queued()
+        self._port.wakeup()
+
+    def transmit(self, frames: Sequence[Frame]) -> int:
+        """Send each Ethernet frame (no FCS); returns how many the kernel took.
+
+        A rejected frame (shorter than 14 bytes, longer than mtu + 18, or
+        refused by write(2)) is counted under its reason and in tx_errors;
+        the others still go.  Never raises for a bad frame; ValueError if
+        closed.
+        """
+        sent = 0
+        with self.serializer:
+            self._check_open()
+            if self._up:
+                sent = int(self._port.tx_frames(frames))
+            else:
+                self._port.count_tx_dropped_down(len(frames))
+        return sent
+
+    def transmit_handles(self, pool: BufferPool, handles: npt.NDArray[np.uint64],
+                         lengths: npt.NDArray[np.uint32]) -> int:
+        """Send frame i = ``pool.data[handles[i], :lengths[i]]`` for each i, without copying.
+
+        Returns how many were sent; rejections are counted as in
+        :meth:`transmit` (plus tx_bad_handle for a handle that is not an
+        allocated buffer of ``pool``).  The buffers stay allocated.
+        """
+        sent = 0
+        with self.serializer:
+            self._check_open()
+            if self._up:
+                sent = int(self._port.tx_handles(pool, handles, lengths))
+            else:
+                self._port.count_tx_dropped_down(len(handles))
+        return sent
+
+    def receive_into(self, pool: BufferPool, handles_out: npt.NDArray[np.uint64],
+                     lengths_out: npt.NDArray[np.uint32]) -> int:
+        """Read up to len(handles_out) queued frames into buffers allocated from ``pool``.
+
+        Returns n: frame i < n is ``pool.data[handles_out[i], :lengths_out[i]]``
+        and its buffer now belongs to the caller.  0 when nothing is queued
+        or the interface is down.  A frame that finds the pool empty is
+        dropped (rx_no_buffer), one longer than a buffer too (rx_oversize).
+        """
+        got = 0
+        with self.serializer:
+            self._check_open()
+            if self._up:
+                got = int(self._port.rx_batch(pool, handles_out, lengths_out))
+        return got
+
+    def receive(self, max_frames: int) -> list[bytes]:
+        """Up to ``max_frames`` queued frames, each copied into a new bytes object, oldest first."""
+        out: list[bytes] = []
+        with self.serializer:
+            self._check_open()
+            if self._up and max_frames > 0:
+                out = list(self._port.rx_frames(max_frames))
+        return out
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Sleep, without the GIL, until a frame is queued (True) or ``timeout`` seconds pass (False).
+
+        ``wakeup``, ``down`` and ``close`` end it early (False unless a
+        frame is ready).  A down interface returns False at once.
+        """
+        self._check_open()
+        if not self._up:
+            return False
+        return bool(self._port.wait(timeout))
+
+    def wakeup(self) -> None:
+        """End every ``wait`` in progress (to stop a puller thread)."""
+        self._port.wakeup()
+
+    def stats(self) -> dict[str, int]:
+        """The device's counters (docs/tap.md): rx_frames, rx_bytes, rx_no_buffer, tx_errors..."""
+        return dict(self._port.stats())
+
+    def close(self) -> None:
+        """Close the descriptor, which removes the device.  Idempotent."""
+        with self.serializer:
+            self._up = False
+            self._port.close()
+
+    def __enter__(self) -> "TapInterface":
+        return self
+
+    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("up" if self._up else "down")
+        return f"<TapInterface {self.name!r} {state} mtu={self._mtu} mac={self._mac.hex(':')}>"
+
+    def _check_open(self) -> None:
+        if self._port.closed:
+            raise ValueError(f"interface {self.name!r} is closed")
