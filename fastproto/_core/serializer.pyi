@@ -1,6 +1,6 @@
 """Serializer: the per-interface lock for its receive path and driver entry points."""
 from types import TracebackType
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Literal, Optional, TypeVar
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -28,7 +28,7 @@ class Serializer:
         """AssertionError naming the serializer unless the calling thread holds it."""
     def __enter__(self) -> "Serializer": ...
     def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> bool: ...
+                 tb: Optional[TracebackType]) -> Literal[False]: ...
 
 def serialized(method: _F) -> _F:
     """Decorator for an entry point: run the method inside ``self.serializer``."""

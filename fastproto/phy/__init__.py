@@ -1,4 +1,9 @@
 """Interfaces (phy): where frames enter and leave the stack."""
 from fastproto.phy.pcap import PcapReader, PcapWriter
+from fastproto.phy.device import Device, RingDevice, max_frame_len
+from fastproto.phy.link import LinkEnd, LinkPair
+from fastproto.phy.fault_injector import FaultInjector
+from fastproto.phy.capture import PcapCapture, PcapReplay
 
-__all__ = ["PcapReader", "PcapWriter"]
+__all__ = ["PcapReader", "PcapWriter", "Device", "RingDevice", "max_frame_len", "LinkEnd",
+           "LinkPair", "FaultInjector", "PcapCapture", "PcapReplay"]
