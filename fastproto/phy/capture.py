@@ -13,12 +13,12 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from fastproto import BufferPool, Serializer
-from fastproto.phy.device import DEFAULT_MTU, Device, Frame, RingDevice
+from fastproto import BufferPool
+from fastproto.phy.device import DEFAULT_MTU, Device, DeviceWrapper, Frame, RingDevice
 from fastproto.phy.pcap import PcapReader, PcapWriter
 
 
-class PcapCapture(Device):
+class PcapCapture(DeviceWrapper):
     """PcapCapture(device, path): ``device``, with every frame through it written to ``path``.
 
     Transmitted frames are recorded as offered to ``transmit`` (what the
@@ -32,28 +32,11 @@ class PcapCapture(Device):
 
     def __init__(self, device: Device, path: str | os.PathLike, snaplen: int = 262144,
                  clock: Callable[[], float] = time.time) -> None:
-        self.inner = device
+        super().__init__(device, f"{device.name}+pcap")
         self.path = os.fspath(path)
         self.clock = clock
-        self.serializer = Serializer(f"{device.name}+pcap")
         self._writer: Optional[PcapWriter] = PcapWriter(self.path, snaplen=snaplen)
         self._c = {"capture_tx": 0, "capture_rx": 0}
-
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return self.inner.name
-
-    @property
-    def mtu(self) -> int:  # type: ignore[override]
-        return self.inner.mtu
-
-    @property
-    def mac(self) -> bytes:  # type: ignore[override]
-        return self.inner.mac
-
-    @property
-    def is_up(self) -> bool:
-        return self.inner.is_up
 
     @property
     def closed(self) -> bool:
@@ -61,14 +44,6 @@ class PcapCapture(Device):
 
     def __repr__(self) -> str:
         return f"<PcapCapture {self.path} on {self.inner!r}>"
-
-    def up(self) -> None:
-        with self.serializer:
-            self.inner.up()
-
-    def down(self) -> None:
-        with self.serializer:
-            self.inner.down()
 
     def transmit(self, frames: Sequence[Frame]) -> int:
         with self.serializer:
@@ -99,17 +74,6 @@ class PcapCapture(Device):
                     w.write(flat[off:off + length], ts)
                 self._c["capture_rx"] += n
             return n
-
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        return self.inner.wait(timeout)
-
-    def wakeup(self) -> None:
-        self.inner.wakeup()
-
-    def stats(self) -> dict[str, int]:
-        out = self.inner.stats()
-        out.update(self._c)
-        return out
 
     def flush(self) -> None:
         """Push what was recorded so far to the file."""

@@ -109,6 +109,54 @@ class Device(abc.ABC):
         return max_frame_len(self.mtu)
 
 
+class DeviceWrapper(Device):
+    """A device that wraps another (smoltcp's phy wrappers): it takes the
+    wrapped device's identity (name, MTU, MAC, up state) and passes every
+    entry point on unless a subclass changes it.  ``stats()`` is the wrapped
+    device's counters with the wrapper's own (``self._c``) beside them.
+    """
+
+    def __init__(self, device: Device, serializer_name: str) -> None:
+        self.inner = device
+        self.serializer = Serializer(serializer_name)
+        self._c: dict[str, int] = {}
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.inner.name
+
+    @property
+    def mtu(self) -> int:  # type: ignore[override]
+        return self.inner.mtu
+
+    @property
+    def mac(self) -> bytes:  # type: ignore[override]
+        return self.inner.mac
+
+    @property
+    def is_up(self) -> bool:
+        return self.inner.is_up
+
+    def up(self) -> None:
+        with self.serializer:
+            self.inner.up()
+
+    def down(self) -> None:
+        with self.serializer:
+            self.inner.down()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        return self.inner.wait(timeout)
+
+    def wakeup(self) -> None:
+        self.inner.wakeup()
+
+    def stats(self) -> dict[str, int]:
+        out = self.inner.stats()
+        out.update(self._c)
+        return out
+
+
 def _counters(*names: str) -> dict[str, int]:
     return dict.fromkeys(names, 0)
 

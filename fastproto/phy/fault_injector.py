@@ -23,8 +23,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from fastproto import BufferPool, Serializer
-from fastproto.phy.device import Device, Frame
+from fastproto import BufferPool
+from fastproto.phy.device import Device, DeviceWrapper, Frame
 
 _LOSS, _CORRUPT, _DUPLICATE, _REORDER = range(4)
 
@@ -47,7 +47,7 @@ def flip_bits(frame: bytes, rnd: random.Random) -> bytes:
     return bytes(out)
 
 
-class FaultInjector(Device):
+class FaultInjector(DeviceWrapper):
     """FaultInjector(device, seed=0, loss=0.0, duplicate=0.0, corrupt=0.0,
     reorder=0.0, delay=0.0, rate=None, ...): ``device`` behind impairments.
 
@@ -69,7 +69,7 @@ class FaultInjector(Device):
                  corrupt: float = 0.0, reorder: float = 0.0, delay: float = 0.0,
                  rate: Optional[float] = None, rate_queue_bytes: int = 65536,
                  reorder_hold: float = 0.01, clock: Callable[[], float] = time.monotonic) -> None:
-        self.inner = device
+        super().__init__(device, f"{device.name}+fault")
         self.loss = _probability("loss", loss)
         self.duplicate = _probability("duplicate", duplicate)
         self.corrupt = _probability("corrupt", corrupt)
@@ -85,7 +85,6 @@ class FaultInjector(Device):
         self.rate_queue_bytes = rate_queue_bytes
         self.reorder_hold = reorder_hold
         self.clock = clock
-        self.serializer = Serializer(f"{device.name}+fault")
         self._decide = np.random.default_rng(seed)
         self._bits = random.Random(seed)
         # (due time, frame), due times non-decreasing: the rate limit hands
@@ -98,29 +97,8 @@ class FaultInjector(Device):
                                  "fault_reordered", "fault_delayed", "rate_queued",
                                  "rate_dropped", "fault_dropped_down"), 0)
 
-    # The wrapped device's identity is this device's.
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return self.inner.name
-
-    @property
-    def mtu(self) -> int:  # type: ignore[override]
-        return self.inner.mtu
-
-    @property
-    def mac(self) -> bytes:  # type: ignore[override]
-        return self.inner.mac
-
-    @property
-    def is_up(self) -> bool:
-        return self.inner.is_up
-
     def __repr__(self) -> str:
         return f"<FaultInjector on {self.inner!r}>"
-
-    def up(self) -> None:
-        with self.serializer:
-            self.inner.up()
 
     def down(self) -> None:
         with self.serializer:
@@ -199,12 +177,8 @@ class FaultInjector(Device):
             if self.inner.wait(step):
                 return True
 
-    def wakeup(self) -> None:
-        self.inner.wakeup()
-
     def stats(self) -> dict[str, int]:
-        out = self.inner.stats()
-        out.update(self._c)
+        out = super().stats()
         out["fault_pending"] = len(self._due)
         out["fault_held"] = len(self._held)
         return out
