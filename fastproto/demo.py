@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from fastproto import BufferPool, Demux, PCBTable, PCQ
-from fastproto.wire import ETH_P_ARP, ETH_P_IP, ethernet, icmp_echo, ipv4, udp
+from fastproto.wire import ARP_REQUEST, ETH_P_ARP, ETH_P_IP, arp, ethernet, icmp_echo, ipv4, udp
 
 LOCAL, PEER = "198.18.0.2", "198.18.0.1"
 LOCAL_MAC, PEER_MAC = "02:00:5e:12:00:02", "02:00:5e:12:00:01"
@@ -32,7 +32,8 @@ def _traffic(rng: np.random.Generator, sockets: int, count: int) -> tuple[list[b
         elif r < 0.93:
             port, kind = BASE_PORT + sockets + int(rng.integers(1000)), "udp-closed"
         elif r < 0.95:
-            frames.append(ethernet("ff:ff:ff:ff:ff:ff", PEER_MAC, ETH_P_ARP, _arp_request()))
+            frames.append(ethernet("ff:ff:ff:ff:ff:ff", PEER_MAC, ETH_P_ARP,
+                                   arp(ARP_REQUEST, PEER_MAC, PEER, bytes(6), LOCAL)))
             kinds.append("arp")
             continue
         elif r < 0.97:
@@ -54,13 +55,6 @@ def _traffic(rng: np.random.Generator, sockets: int, count: int) -> tuple[list[b
         frames.append(frame)
         kinds.append(kind)
     return frames, kinds
-
-
-def _arp_request() -> bytes:
-    import ipaddress
-    from fastproto.wire import mac_bytes
-    return (bytes.fromhex("0001080006040001") + mac_bytes(PEER_MAC) + ipaddress.ip_address(PEER).packed
-            + bytes(6) + ipaddress.ip_address(LOCAL).packed)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from fastproto import BufferPool, Demux, PCBTable, PCQ
-from fastproto.wire import ETH_P_ARP, ETH_P_IP, ethernet, icmp_echo, ipv4, tcp, udp
+from fastproto.wire import ARP_REQUEST, ETH_P_ARP, ETH_P_IP, arp, ethernet, icmp_echo, ipv4, tcp, udp
 
 LOCAL, PEER = "198.18.0.2", "198.18.0.1"
 MAC_L, MAC_P = "02:00:00:00:00:02", "02:00:00:00:00:01"
@@ -104,12 +104,11 @@ def test_closed_port_is_handed_back_for_an_answer(stack):
 
 def test_frames_for_no_socket_in_particular_are_handed_back(stack):
     pool, _, demux, _ = stack
-    arp = ethernet("ff:ff:ff:ff:ff:ff", MAC_P, ETH_P_ARP,
-                   bytes.fromhex("0001080006040001") + bytes(6) + bytes([198, 18, 0, 1]) + bytes(6)
-                   + bytes([198, 18, 0, 2]))
+    arp_request = ethernet("ff:ff:ff:ff:ff:ff", MAC_P, ETH_P_ARP,
+                           arp(ARP_REQUEST, MAC_P, PEER, bytes(6), LOCAL))
     ping = ethernet(MAC_L, MAC_P, ETH_P_IP, ipv4(PEER, LOCAL, 1, icmp_echo(1, 1)))
     later_fragment = ethernet(MAC_L, MAC_P, ETH_P_IP, ipv4(PEER, LOCAL, 17, b"x" * 16, flags_frag=0x0002))
-    b, delivered, _, other, unmatched = run(pool, demux, [arp, ping, later_fragment])
+    b, delivered, _, other, unmatched = run(pool, demux, [arp_request, ping, later_fragment])
     assert delivered == 0 and other.tolist() == [0, 1, 2] and len(unmatched) == 0
     rows = demux.rows[b.handles[other]]
     assert rows["ethertype"].tolist() == [ETH_P_ARP, ETH_P_IP, ETH_P_IP]
