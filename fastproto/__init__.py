@@ -11,10 +11,11 @@ from fastproto._core.pcbtable import PCBTable
 from fastproto._core.pcq import PCQ
 from fastproto._core.serializer import Serializer, serialized
 from fastproto import checksum
+from fastproto.stack import Stack
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Batch", "BufferPool", "Demux", "PARSED_DTYPE", "Flag", "Status", "parse", "parse_frames",
-    "status_counts", "PCBTable", "PCQ", "Serializer", "serialized", "checksum", "__version__",
+    "status_counts", "PCBTable", "PCQ", "Serializer", "serialized", "checksum", "Stack", "__version__",
 ]
