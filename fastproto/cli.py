@@ -34,9 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fastproto", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="show the receive path at work on in-process frames")
+    p = sub.add_parser("demo", help="show the receive path at work, in process (no privileges)")
     p.add_argument("--frames", type=int, default=200_000, help="frames to push through the core")
     p.add_argument("--sockets", type=int, default=1000, help="UDP sockets to demultiplex to")
+    p.add_argument("--echoes", type=int, default=2000, help="datagrams echoed per dispatch model")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("bench", help="measure fastproto beside its baselines and print ratios")
