@@ -124,6 +124,80 @@ def _pytcp_demux(queues: list):
     return demux
 
 
+ROUND_TRIPS = 500
+
+
+def _echo_round_trips(make_pair, n: int):
+    """A callable doing ``n`` request/response round trips of 32-byte
+    datagrams between a client socket and an echo thread on a server socket,
+    both made (and torn down) by ``make_pair``, a context manager yielding
+    (client socket connected to the server, server socket)."""
+    import threading
+
+    def run() -> None:
+        with make_pair() as (client, server):
+            stop = threading.Event()
+
+            def echo() -> None:
+                while not stop.is_set():
+                    try:
+                        data, peer = server.recvfrom(2048)
+                    except (TimeoutError, BlockingIOError):
+                        continue
+                    server.sendto(data, peer)
+
+            t = threading.Thread(target=echo)
+            t.start()
+            try:
+                for _ in range(n):
+                    client.send(b"x" * 32)
+                    client.recv(2048)
+            finally:
+                stop.set()
+                t.join()
+
+    return run
+
+
+def _stack_pair(model: str):
+    import contextlib
+
+    from fastproto.phy.link import LinkPair
+    from fastproto.stack import Stack
+
+    @contextlib.contextmanager
+    def pair():
+        link = LinkPair()
+        with Stack(link.a, "198.18.0.1/24", dispatch=model) as a, \
+                Stack(link.b, "198.18.0.2/24", dispatch=model) as b:
+            server = b.socket()
+            server.bind(("198.18.0.2", 7))
+            server.settimeout(0.05)
+            client = a.socket()
+            client.settimeout(2.0)
+            client.connect(("198.18.0.2", 7))
+            yield client, server
+
+    return pair
+
+
+def _loopback_pair():
+    import contextlib
+    import socket
+
+    @contextlib.contextmanager
+    def pair():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            server.bind(("127.0.0.1", 0))
+            server.settimeout(0.05)
+            client.settimeout(2.0)
+            client.connect(server.getsockname())
+            yield client, server
+
+    return pair
+
+
 def cases() -> list[Case]:
     import ipaddress
 
@@ -182,4 +256,14 @@ def cases() -> list[Case]:
     out.append(Case("stack", f"demux 64 B UDP x{BATCH}, lean Python", fastproto_demux,
                     BATCH * ROUNDS, "frames", baseline=python_demux,
                     baseline_name="pure-Python demux", scale=1e6, scale_name="M frames/s"))
+    # Round trips per second, stack start and stop included (a few ms of
+    # ROUND_TRIPS round trips); the goal of a 50 us round trip is 20 k/s.
+    loopback = _echo_round_trips(_loopback_pair(), ROUND_TRIPS)
+    for model in ("inline", "lrp"):
+        out.append(Case("stack", f"UDP echo round trips, LinkPair, {model}",
+                        _echo_round_trips(_stack_pair(model), ROUND_TRIPS), ROUND_TRIPS,
+                        "round trips", baseline=loopback,
+                        baseline_name="Linux UDP over loopback, Python sockets",
+                        goal_rate=20.0, scale=1e3, scale_name="k round trips/s",
+                        single_shot=True))
     return out
