@@ -26,7 +26,7 @@ import resource
 import struct
 import threading
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -42,7 +42,7 @@ from fastproto.proto.ratelimit import TokenBucket
 from fastproto.proto.reassembly import Reassembler, fragment_ipv4, ipv4_fragment
 from fastproto.socket import (AF_INET, SOCK_DGRAM, SOCK_RAW, DatagramSocket, RawSocket,
                               UDPSocket, _oserror)
-from fastproto.wire.ethernet import ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ethernet
+from fastproto.wire.ethernet import ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ethernet, mac_bytes
 from fastproto.wire.ip import ipv4 as ipv4_packet
 from fastproto.wire.l4 import icmp_echo, udp
 
@@ -77,7 +77,7 @@ class Stack:
     ``with``), which joins every one of them.
     """
 
-    def __init__(self, interface: Any, ipv4: str = "198.18.0.2/24", mac: Optional[bytes] = None,
+    def __init__(self, interface: Any, ipv4: str = "198.18.0.2/24", mac: Optional[Union[str, bytes]] = None,
                  dispatch: str = "lrp", pool_size: int = 4096, batch: int = 256,
                  kcont_delay: float = 0.0005, workers: int = 1,
                  clock: Callable[[], float] = time.monotonic, pcq_len: int = 1024,
@@ -94,7 +94,7 @@ class Stack:
         self.ip = str(self.iface.ip)
         self.ip_bytes = self.iface.ip.packed
         self.broadcast = str(self.iface.network.broadcast_address)
-        self.mac = bytes(mac) if mac is not None else bytes(interface.mac)
+        self.mac = mac_bytes(mac) if mac is not None else bytes(interface.mac)
         self.mtu = int(interface.mtu)
         self.batch = batch
         self.pcq_len = pcq_len

@@ -391,3 +391,10 @@ def test_raw_socket_needs_a_protocol(link: LinkPair) -> None:
             with pytest.raises(OSError) as info:
                 a.socket(socket.AF_INET, socket.SOCK_RAW, proto)
             assert info.value.errno == errno.EPROTONOSUPPORT
+
+
+def test_mac_may_be_given_as_text_or_bytes():
+    link = LinkPair()
+    with Stack(link.a, "198.18.0.1/24", mac="02:00:5e:00:00:07") as a, \
+            Stack(link.b, "198.18.0.2/24", mac=bytes.fromhex("02005e000008")) as b:
+        assert a.mac == bytes.fromhex("02005e000007") and b.mac == bytes.fromhex("02005e000008")
