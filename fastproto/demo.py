@@ -16,7 +16,10 @@ datagram.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import threading
 import time
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -69,61 +72,78 @@ def run(args: argparse.Namespace) -> int:
     return status or run_stacks(args.echoes)
 
 
-def run_stacks(count: int) -> int:
-    """Echo ``count`` datagrams between two stacks under each dispatch model."""
-    import threading
-
-    from fastproto.dispatch import MODELS
+@contextlib.contextmanager
+def stack_pair(model: str, server_timeout: float = 0.2) -> Iterator[tuple[Any, Any, Any, Any]]:
+    """Two stacks (198.18.0.1 and .2) on a LinkPair under dispatch ``model``,
+    with a server socket on 198.18.0.2:7 and a client socket connected to it:
+    yields (stack a, stack b, client, server); both stacks stop on exit."""
     from fastproto.phy.link import LinkPair
     from fastproto.stack import Stack
+
+    link = LinkPair()
+    with Stack(link.a, "198.18.0.1/24", dispatch=model) as a, \
+            Stack(link.b, "198.18.0.2/24", dispatch=model) as b:
+        server = b.socket()
+        server.bind(("198.18.0.2", 7))
+        server.settimeout(server_timeout)
+        client = a.socket()
+        client.settimeout(2.0)
+        client.connect(("198.18.0.2", 7))
+        yield a, b, client, server
+
+
+@contextlib.contextmanager
+def echoing(server: Any) -> Iterator[None]:
+    """A thread echoing every datagram ``server`` receives, until exit.
+    ``server`` needs a timeout, so the thread sees the stop in time."""
+    stop = threading.Event()
+
+    def echo() -> None:
+        while not stop.is_set():
+            try:
+                data, peer = server.recvfrom(2048)
+            except (TimeoutError, BlockingIOError):
+                continue
+            server.sendto(data, peer)
+
+    echoer = threading.Thread(target=echo, name="echo")
+    echoer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        echoer.join()
+
+
+def run_stacks(count: int) -> int:
+    """Echo ``count`` datagrams between two stacks under each dispatch model."""
+    from fastproto.dispatch import MODELS
 
     print(f"two stacks on a LinkPair, {count:,} datagrams echoed under each dispatch model:\n")
     print(f"    {'model':<8} {'echoed':>7} {'echoes/s':>9} {'drops (where)':<28} "
           f"{'wake-ups/dgram':>14} {'ctx switches/dgram':>19}")
     failed = False
     for model in MODELS:
-        link = LinkPair()
-        with Stack(link.a, "198.18.0.1/24", dispatch=model) as a, \
-                Stack(link.b, "198.18.0.2/24", dispatch=model) as b:
-            server = b.socket()
-            server.bind(("198.18.0.2", 7))
-            server.settimeout(0.2)
-            client = a.socket()
-            client.settimeout(2.0)
-            client.connect(("198.18.0.2", 7))
+        with stack_pair(model) as (a, b, client, server):
             client.send(b"warm-up: resolve ARP")
             server.recvfrom(2048)
             before_a, before_b = a.stats(), b.stats()
-
-            stop = threading.Event()
-
-            def echo() -> None:
-                while not stop.is_set():
-                    try:
-                        data, peer = server.recvfrom(2048)
-                    except TimeoutError:
-                        continue
-                    server.sendto(data, peer)
-
-            echoer = threading.Thread(target=echo, name="demo-echo")
-            echoer.start()
             echoed = 0
             t0 = time.perf_counter()
-            # Windows of 32 datagrams in flight: enough to batch, few enough
-            # that no queue on the way overflows.
-            for start in range(0, count, 32):
-                window = min(32, count - start)
-                for i in range(window):
-                    client.send(b"%08d" % (start + i))
-                for _ in range(window):
-                    try:
-                        client.recv(2048)
-                        echoed += 1
-                    except TimeoutError:
-                        break
-            elapsed = time.perf_counter() - t0
-            stop.set()
-            echoer.join()
+            with echoing(server):
+                # Windows of 32 datagrams in flight: enough to batch, few
+                # enough that no queue on the way overflows.
+                for start in range(0, count, 32):
+                    window = min(32, count - start)
+                    for i in range(window):
+                        client.send(b"%08d" % (start + i))
+                    for _ in range(window):
+                        try:
+                            client.recv(2048)
+                            echoed += 1
+                        except TimeoutError:
+                            break
+                elapsed = time.perf_counter() - t0
             after_a, after_b = a.stats(), b.stats()
 
         def delta(key: str) -> int:

@@ -327,12 +327,8 @@ class Stack:
         if ethertype != ETH_P_IP:
             self._count("l2.unknown_ethertype")
             return
-        if not self._for_us(row["dst"].tobytes()[12:]):
-            self._count("ip.not_for_us")
-            return
-        packet = self._packet(h, row)
-        if int(row["flags"]) & Flag.FRAGMENT:
-            self._fragment_input(packet)
+        packet = self._whole_ip_packet(h, row)
+        if packet is None:
             return
         taken = self._rip_input(packet)
         if int(row["proto"]) == IPPROTO_ICMP:
@@ -341,18 +337,26 @@ class Stack:
             self._count("ip.proto_unreachable")
             self._send_icmp_unreach(packet, _ICMP_PROTO_UNREACH, self._l2_broadcast(row))
 
+    def _whole_ip_packet(self, h: int, row: Any) -> Optional[bytes]:
+        """The IPv4 packet in buffer ``h`` if it is for us and not a fragment;
+        None when it was counted as not for us or went to reassembly."""
+        if not self._for_us(row["dst"].tobytes()[12:]):
+            self._count("ip.not_for_us")
+            return None
+        packet = self._packet(h, row)
+        if int(row["flags"]) & Flag.FRAGMENT:
+            self._fragment_input(packet)
+            return None
+        return packet
+
     def _unmatched_input(self, h: int, length: int, row: Any) -> None:
         """UDP or TCP with no socket: ICMP port unreachable (RFC 1122 4.1.3.1)."""
         if int(row["ethertype"]) != ETH_P_IP:
             self._count("ip6.unsupported")
             return
-        if not self._for_us(row["dst"].tobytes()[12:]):
-            self._count("ip.not_for_us")
-            return
-        packet = self._packet(h, row)
-        if int(row["flags"]) & Flag.FRAGMENT:
-            # The first fragment of a datagram for no socket: answered once whole.
-            self._fragment_input(packet)
+        # The first fragment of a datagram for no socket is answered once whole.
+        packet = self._whole_ip_packet(h, row)
+        if packet is None:
             return
         self._rip_input(packet)
         proto = int(row["proto"])

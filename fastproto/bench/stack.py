@@ -132,29 +132,13 @@ def _echo_round_trips(make_pair, n: int):
     datagrams between a client socket and an echo thread on a server socket,
     both made (and torn down) by ``make_pair``, a context manager yielding
     (client socket connected to the server, server socket)."""
-    import threading
+    from fastproto.demo import echoing
 
     def run() -> None:
-        with make_pair() as (client, server):
-            stop = threading.Event()
-
-            def echo() -> None:
-                while not stop.is_set():
-                    try:
-                        data, peer = server.recvfrom(2048)
-                    except (TimeoutError, BlockingIOError):
-                        continue
-                    server.sendto(data, peer)
-
-            t = threading.Thread(target=echo)
-            t.start()
-            try:
-                for _ in range(n):
-                    client.send(b"x" * 32)
-                    client.recv(2048)
-            finally:
-                stop.set()
-                t.join()
+        with make_pair() as (client, server), echoing(server):
+            for _ in range(n):
+                client.send(b"x" * 32)
+                client.recv(2048)
 
     return run
 
@@ -162,20 +146,11 @@ def _echo_round_trips(make_pair, n: int):
 def _stack_pair(model: str):
     import contextlib
 
-    from fastproto.phy.link import LinkPair
-    from fastproto.stack import Stack
+    from fastproto.demo import stack_pair
 
     @contextlib.contextmanager
     def pair():
-        link = LinkPair()
-        with Stack(link.a, "198.18.0.1/24", dispatch=model) as a, \
-                Stack(link.b, "198.18.0.2/24", dispatch=model) as b:
-            server = b.socket()
-            server.bind(("198.18.0.2", 7))
-            server.settimeout(0.05)
-            client = a.socket()
-            client.settimeout(2.0)
-            client.connect(("198.18.0.2", 7))
+        with stack_pair(model, server_timeout=0.05) as (_, _, client, server):
             yield client, server
 
     return pair
