@@ -26,3 +26,6 @@ __all__ = [
     "echo_reply", "echo_reply_packet", "dest_unreachable", "time_exceeded", "packet_too_big",
     "parse_icmp_error",
 ]
+from fastproto.proto.tcp import TcpConnection, parse_segment  # noqa: E402
+from fastproto.proto.tcp_timers import TcpConfig  # noqa: E402
+__all__ += ["TcpConnection", "TcpConfig", "parse_segment"]

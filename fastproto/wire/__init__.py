@@ -25,3 +25,8 @@ __all__ = [
     "ARP_REQUEST", "ARP_REPLY", "arp", "icmp_message", "icmpv6_message", "ipv6_fragment_header",
     "ipv6_multicast_mac", "neighbor_advert", "neighbor_solicit", "solicited_node",
 ]
+from fastproto.wire.tcp import TcpRejected, TcpSegment, build_tcp, parse_tcp, parse_tcp_checked, tcp_options  # noqa: E402
+# Loading the fastproto.wire.tcp submodule binds the name ``tcp`` here to it; keep ``tcp`` the
+# segment builder from l4 that callers import (the submodule stays in sys.modules).
+from fastproto.wire.l4 import tcp  # noqa: E402,F811
+__all__ += ["TcpRejected", "TcpSegment", "build_tcp", "parse_tcp", "parse_tcp_checked", "tcp_options"]
