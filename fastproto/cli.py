@@ -30,6 +30,12 @@ def _demo(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _livelock(args: argparse.Namespace) -> int:
+    from fastproto.livelock import main as run
+
+    return run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fastproto", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -45,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-k", dest="filter", default="", help="only operations whose name contains this")
     p.add_argument("--min-time", type=float, default=0.3, help="seconds spent timing each side")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("livelock", help="delivered vs offered rate per dispatch model (receive livelock)")
+    from fastproto.livelock import add_arguments
+    add_arguments(p)
+    p.set_defaults(func=_livelock)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -20,6 +20,8 @@ from typing import Callable, Iterator, Optional
 GROUPS: dict[str, list[str]] = {
     "core": ["checksum", "pcq", "pcbtable", "parse"],
     "stack": ["stack"],
+    "tcp": ["tcp"],
+    "livelock": ["livelock"],
 }
 
 
