@@ -81,6 +81,12 @@ class Dispatch:
         input in the receiver's thread if the model does that; True if it ran."""
         return False
 
+    def receiver_batch(self, sock: "DatagramSocket", handles: np.ndarray,
+                       lengths: np.ndarray) -> None:
+        """A batch pulled off the rx ring by a receiver of ``sock`` (lrp) rather
+        than by the puller thread (the caller owns the buffers)."""
+        self.rx_batch(handles, lengths)
+
     def stats(self) -> dict[str, int]:
         return {}
 
@@ -216,8 +222,35 @@ class LrpDispatch(KcontDispatch):
     def __init__(self, stack: "Stack", delay: float, workers: int) -> None:
         super().__init__(stack, delay, workers)
         self.receiver_wakeups = 0
+        #: the socket whose receiver is pulling a batch now, and whether the
+        #: batch had packets for it (only one thread pulls at a time)
+        self._pulling: Optional["DatagramSocket"] = None
+        self._pulling_woken = False
+        #: protocol inputs run by a receiver for the batch it pulled itself
+        self.receiver_inputs = 0
+
+    def receiver_batch(self, sock: "DatagramSocket", handles: np.ndarray,
+                       lengths: np.ndarray) -> None:
+        # The receiver demultiplexes the batch itself; its own socket's input
+        # runs right here, in its context (no continuation, no wake-up), the
+        # other sockets' go to their continuations as from the puller.
+        self._pulling, self._pulling_woken = sock, False
+        try:
+            self.stack._input(handles, lengths)
+        finally:
+            self._pulling = None
+        if self._pulling_woken:
+            self.receiver_inputs += 1
+            cont = sock._cont
+            if cont is not None and not (cont.pending and self.queue.run_now(cont)):
+                # The socket's protocol input itself (its PCQ has one consumer
+                # at a time whoever runs it: the input lock).
+                cont.fn(cont.arg)
 
     def wake(self, sock: "UDPSocket") -> None:
+        if sock is self._pulling:
+            self._pulling_woken = True
+            return
         super().wake(sock)
         if sock._wake_receivers():
             self.receiver_wakeups += 1
@@ -232,6 +265,7 @@ class LrpDispatch(KcontDispatch):
     def stats(self) -> dict[str, int]:
         out = super().stats()
         out["wakeup.lrp_receiver"] = self.receiver_wakeups
+        out["lrp.receiver_inputs"] = self.receiver_inputs
         return out
 
 

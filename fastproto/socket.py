@@ -1,6 +1,7 @@
 """Sockets of a :class:`fastproto.stack.Stack`, with the semantics of Python's ``socket``.
 
-Only ``AF_INET``/``SOCK_DGRAM`` (UDP, RFC 768) sockets exist.  Each has an id
+UDP (RFC 768) sockets exist for ``AF_INET`` and ``AF_INET6`` (RFC 8200 8.1:
+the checksum is mandatory), raw sockets for ``AF_INET``.  Each has an id
 from its stack, a receive PCQ attached to the stack's demux (the core puts
 packet handles there), a pcbtable entry ``(17, laddr, lport, faddr, fport)``
 once bound, and a bounded receive queue of datagrams filled by the socket's
@@ -31,12 +32,16 @@ if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
     from fastproto.stack import Stack
 
 AF_INET = _pysocket.AF_INET
+AF_INET6 = _pysocket.AF_INET6
 SOCK_DGRAM = _pysocket.SOCK_DGRAM
 SOCK_RAW = _pysocket.SOCK_RAW
 IPPROTO_UDP = 17
 SOL_SOCKET = _pysocket.SOL_SOCKET
 SO_RCVBUF = _pysocket.SO_RCVBUF
 SO_BROADCAST = _pysocket.SO_BROADCAST
+#: Linux's SO_BUSY_POLL (asm-generic/socket.h): microseconds to spin on the
+#: device for frames before sleeping in a blocking receive
+SO_BUSY_POLL = getattr(_pysocket, "SO_BUSY_POLL", 46)
 SHUT_RD, SHUT_WR, SHUT_RDWR = _pysocket.SHUT_RD, _pysocket.SHUT_WR, _pysocket.SHUT_RDWR
 
 #: the largest UDP payload over IPv4: 65535 - 20 (IP header) - 8 (UDP header)
@@ -47,7 +52,12 @@ DEFAULT_RCVBUF = 212992
 EPHEMERAL_PORTS = (49152, 65535)
 
 _ANY = "0.0.0.0"
+#: seconds a receiver pulling the interface sleeps at most before looking again
+_PULL_SLICE = 0.05
+_ANY6 = "::"
 Addr = tuple[str, int]
+#: the largest UDP payload over IPv6: 65535 (Payload Length) - 8 (UDP header), RFC 8200 3
+UDP6_MAX_PAYLOAD = 65527
 
 
 def _oserror(code: int, cls: type[OSError] = OSError) -> OSError:
@@ -71,6 +81,32 @@ def _address(addr: Any) -> Addr:
         raise _pysocket.gaierror(_pysocket.EAI_NONAME, "Name or service not known") from None
 
 
+def _address6(addr: Any) -> Addr:
+    """``(host, port)`` of an AF_INET6 address ``(host, port[, flowinfo[, scope_id]])``,
+    checked the way ``socket`` checks them.  A ``%zone`` suffix and the scope id name
+    the one interface there is, so they are accepted and not kept; flowinfo is not
+    sent (as on Linux without IPV6_FLOWINFO_SEND)."""
+    if not isinstance(addr, tuple) or not 2 <= len(addr) <= 4:
+        raise TypeError("AF_INET6 address must be a tuple (host, port[, flowinfo[, scopeid]])")
+    host, port = addr[0], addr[1]
+    flowinfo = addr[2] if len(addr) > 2 else 0
+    scope_id = addr[3] if len(addr) > 3 else 0
+    if not isinstance(port, int) or not 0 <= port <= 0xFFFF:
+        raise OverflowError("port must be 0-65535.")
+    if not isinstance(flowinfo, int) or not 0 <= flowinfo <= 0xFFFFF:
+        raise OverflowError("flowinfo must be 0-1048575.")
+    if not isinstance(scope_id, int) or not 0 <= scope_id <= 0xFFFFFFFF:
+        raise OverflowError("scope_id must be 0-4294967295.")
+    if host in ("", None):
+        return _ANY6, port
+    if not isinstance(host, str):
+        raise TypeError("str, bytes or bytearray expected, not " + type(host).__name__)
+    try:
+        return str(ipaddress.IPv6Address(host.split("%", 1)[0])), port
+    except (ipaddress.AddressValueError, ValueError):
+        raise _pysocket.gaierror(_pysocket.EAI_NONAME, "Name or service not known") from None
+
+
 class DatagramSocket(abc.ABC):
     """What UDP and raw sockets share: addresses, options, the receive queue."""
 
@@ -81,6 +117,8 @@ class DatagramSocket(abc.ABC):
     max_payload = UDP_MAX_PAYLOAD
     #: the section of the stack's counters this socket counts in
     _section = "udp"
+    #: the family's unspecified address (the local wildcard)
+    _any = _ANY
 
     def __init__(self, stack: "Stack", sock_id: int) -> None:
         self.stack = stack
@@ -93,12 +131,17 @@ class DatagramSocket(abc.ABC):
         self._shut_rd = False
         self._shut_wr = False
         self.rcvbuf = DEFAULT_RCVBUF
+        #: the last address given to sendto and what it parsed to
+        self._last_dest: Optional[tuple[Any, Addr]] = None
+        #: SO_BUSY_POLL in microseconds; None: the stack's ``busy_poll``
+        self.busy_poll: Optional[int] = None
         #: SO_BROADCAST: may send to a broadcast address
         self.broadcast = False
         #: the protocol input's lock: one drain of the PCQ at a time (single consumer)
         self._in_lock = threading.Lock()
         #: guards the receive queue and the pending error; readers wait on it
-        self._cv = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
         self._rcvq: deque[tuple[bytes, Addr]] = deque()
         self._rcv_bytes = 0
         self._waiting = 0
@@ -131,19 +174,23 @@ class DatagramSocket(abc.ABC):
     def bind(self, address: Any) -> None:
         """Bind to ``(host, port)``; host ``""``/``"0.0.0.0"`` is any, port 0 an ephemeral one."""
         self._check_open()
-        host, port = _address(address)
+        host, port = self._parse_address(address)
         if self._bound:
             raise _oserror(errno.EINVAL)
         self._stack_bind(host, port)
 
     def _autobind(self) -> None:
         if not self._bound:
-            self._stack_bind(_ANY, 0)
+            self._stack_bind(self._any, 0)
+
+    def _parse_address(self, address: Any) -> Addr:
+        """``(host, port)`` of an address given to bind, connect or sendto."""
+        return _address(address)
 
     def connect(self, address: Any) -> None:
         """Set the peer: ``send`` goes there and only its datagrams are received."""
         self._check_open()
-        host, port = _address(address)
+        host, port = self._parse_address(address)
         self._check_peer_port(port)
         self._autobind()
         self._stack_connect(host, port)
@@ -188,11 +235,18 @@ class DatagramSocket(abc.ABC):
         return self._timeout != 0.0
 
     def setsockopt(self, level: int, option: int, value: int) -> None:
-        """``SOL_SOCKET`` options ``SO_RCVBUF`` (bytes of queued payload) and
-        ``SO_BROADCAST``; others raise ``OSError(ENOPROTOOPT)``."""
+        """``SOL_SOCKET`` options ``SO_RCVBUF`` (bytes of queued payload),
+        ``SO_BROADCAST`` and ``SO_BUSY_POLL`` (microseconds >= 0, else
+        ``EINVAL``); others raise ``OSError(ENOPROTOOPT)``."""
         self._check_open()
         if level == SOL_SOCKET and option == SO_RCVBUF:
             self.rcvbuf = max(int(value), 1)
+            return
+        if level == SOL_SOCKET and option == SO_BUSY_POLL:
+            usec = int(value)
+            if usec < 0:
+                raise _oserror(errno.EINVAL)
+            self.busy_poll = usec
             return
         if level == SOL_SOCKET and option == SO_BROADCAST:
             self.broadcast = bool(value)
@@ -205,6 +259,8 @@ class DatagramSocket(abc.ABC):
             return self.rcvbuf
         if level == SOL_SOCKET and option == SO_BROADCAST:
             return int(self.broadcast)
+        if level == SOL_SOCKET and option == SO_BUSY_POLL:
+            return self.stack.busy_poll if self.busy_poll is None else self.busy_poll
         raise _oserror(errno.ENOPROTOOPT)
 
     # -- sending -----------------------------------------------------------------
@@ -223,7 +279,14 @@ class DatagramSocket(abc.ABC):
         self._check_open()
         if address is None:
             address = flags_or_address
-        host, port = _address(address)
+        last = self._last_dest
+        if last is not None and last[0] == address and type(address) is tuple:
+            # A reply loop sends to the same peer again and again: parsing the
+            # address is a pure function of it, so the last answer holds.
+            host, port = last[1]
+        else:
+            host, port = self._parse_address(address)
+            self._last_dest = (address, (host, port))
         return self._send(data, host, port)
 
     def send(self, data: Any, flags: int = 0) -> int:
@@ -252,7 +315,7 @@ class DatagramSocket(abc.ABC):
 
     def _wake_receivers(self) -> bool:
         """Wake the threads blocked in recv (the lazy receivers); True if any was."""
-        with self._cv:
+        with self._lock:
             if self._waiting:
                 self._cv.notify_all()
                 return True
@@ -261,29 +324,36 @@ class DatagramSocket(abc.ABC):
     def _deliver(self, items: list[tuple[bytes, Addr]]) -> None:
         """Queue received datagrams (the protocol input's last step), dropping
         and counting what does not fit the receive buffer."""
-        with self._cv:
+        stack = self.stack
+        with self._lock:
             if self._closed or self._shut_rd:
                 self.rcvbuf_drops += len(items)
-                self.stack._count(f"{self._section}.rcvbuf_drops", len(items))
+                stack._count(f"{self._section}.rcvbuf_drops", len(items))
                 return
             queued = 0
+            rcvq, rcvbuf = self._rcvq, self.rcvbuf
             for data, addr in items:
                 # Like Linux: a datagram is taken while the buffer is below its
                 # limit, so one datagram larger than the buffer still gets in.
-                if self._rcv_bytes >= self.rcvbuf or \
-                        (self._rcvq and self._rcv_bytes + len(data) > self.rcvbuf):
+                if self._rcv_bytes >= rcvbuf or \
+                        (rcvq and self._rcv_bytes + len(data) > rcvbuf):
                     self.rcvbuf_drops += 1
-                    self.stack._count(f"{self._section}.rcvbuf_drops")
+                    stack._count(f"{self._section}.rcvbuf_drops")
                     continue
-                self._rcvq.append((data, addr))
+                rcvq.append((data, addr))
                 self._rcv_bytes += len(data)
                 queued += 1
             self.rcv_datagrams += queued
             if queued and self._waiting:
                 self._cv.notify_all()
         if queued:
-            self.stack._count(f"{self._section}.delivered", queued)
-            self.stack._readiness_changed()
+            if stack._pulling_sock is self:
+                stack._rx_interrupt()
+            key = f"{self._section}.delivered"
+            with stack._count_lock:
+                stack._c[key] = stack._c.get(key, 0) + queued
+            if stack._selecting:
+                stack._readiness_changed()
 
     def _set_error(self, code: int) -> None:
         with self._cv:
@@ -291,53 +361,99 @@ class DatagramSocket(abc.ABC):
             self._cv.notify_all()
         self.stack._readiness_changed()
 
+    def _writable(self) -> bool:
+        """Whether a send would not block (a datagram socket's never does, while open)."""
+        return not self._closed and not self._shut_wr
+
     def _readable(self) -> bool:
         return bool(self._rcvq) or bool(self._error) or self._shut_rd or self._closed
 
     def _dequeue(self) -> tuple[bytes, Addr]:
-        """The next datagram; blocks as the timeout says."""
+        """The next datagram; blocks as the timeout says.
+
+        Under the ``lrp`` model a reader about to block first becomes the
+        thread pulling the stack's interface, if no other thread does (LRP:
+        receive processing in the receiver's context): it takes batches off
+        the rx ring itself, runs its own socket's protocol input, and sleeps
+        only until the next arrival, which the interface signals to it instead
+        of to the puller thread.  It hands pulling back when it returns.
+        """
         self._check_open()
         deadline = None if not self._timeout else time.monotonic() + self._timeout
-        dispatch = self.stack.dispatch
-        while True:
-            # Lazy receiver processing: this thread does its socket's pending work.
-            cont = self._cont if dispatch.lazy_receiver else None
-            busy = cont is not None and cont.pending
-            ran = dispatch.receiver_run(self)
-            # Pending but not run here: it is running in another thread, which
-            # will deliver and notify.
-            busy = busy and not ran
-            with self._cv:
-                if self._error:
-                    code, self._error = self._error, 0
-                    raise _oserror(code, ConnectionRefusedError if code == errno.ECONNREFUSED
-                                   else OSError)
-                if self._rcvq:
-                    data, addr = self._rcvq.popleft()
-                    self._rcv_bytes -= len(data)
-                    return data, addr
-                if self._shut_rd:
-                    return b"", self._peer or (_ANY, 0)
-                if self._closed:
-                    raise _oserror(errno.EBADF)
-                if self._timeout == 0.0:
-                    raise _oserror(errno.EAGAIN, BlockingIOError)
-                if cont is not None and not busy and cont.pending:
-                    # Work was scheduled after receiver_run looked, and the
-                    # puller's wake-up found no waiter yet: run it now.
+        stack = self.stack
+        dispatch = stack.dispatch
+        lazy = dispatch.lazy_receiver
+        pulling = False
+        try_pull = lazy
+        try:
+            while True:
+                # Lazy receiver processing: this thread does its socket's pending work.
+                cont = self._cont if lazy else None
+                busy = cont is not None and cont.pending
+                ran = dispatch.receiver_run(self)
+                # Pending but not run here: it is running in another thread, which
+                # will deliver and notify.
+                busy = busy and not ran
+                with self._lock:
+                    if self._error:
+                        code, self._error = self._error, 0
+                        raise _oserror(code, ConnectionRefusedError if code == errno.ECONNREFUSED
+                                       else OSError)
+                    if self._rcvq:
+                        data, addr = self._rcvq.popleft()
+                        self._rcv_bytes -= len(data)
+                        return data, addr
+                    if self._shut_rd:
+                        return b"", self._peer or (_ANY, 0)
+                    if self._closed:
+                        raise _oserror(errno.EBADF)
+                    if self._timeout == 0.0:
+                        raise _oserror(errno.EAGAIN, BlockingIOError)
+                    if cont is not None and not busy and cont.pending:
+                        # Work was scheduled after receiver_run looked, and the
+                        # puller's wake-up found no waiter yet: run it now.
+                        continue
+                    remaining = None
+                    if deadline is not None:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            raise TimeoutError("timed out")
+                    if not (pulling or try_pull):
+                        # Another thread pulls (or the model has the puller
+                        # do it): sleep until the socket has news.
+                        self._wait(remaining)
+                        try_pull = lazy
+                        continue
+                # lrp: pull the interface rather than sleep (outside the socket's
+                # lock: the protocol input run here takes it to deliver).
+                if not pulling:
+                    pulling = stack._pull_begin(self)
+                    if not pulling:
+                        try_pull = False
+                        continue
+                if stack._receiver_pull(self):
                     continue
-                remaining = None
-                if deadline is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError("timed out")
-                self._waiting += 1
-                try:
-                    if self._cv.wait(remaining):
-                        self.reader_wakeups += 1
-                        self.stack._count("wakeup.reader")
-                finally:
-                    self._waiting -= 1
+                poll = stack.busy_poll if self.busy_poll is None else self.busy_poll
+                if poll and stack._busy_poll(poll * 1e-6):
+                    continue
+                # The interface's interrupt now wakes this thread.  Bounded,
+                # so that the stack's timers (which the puller thread, kept
+                # out, would run) are run here in time.
+                stack._receiver_sleep(self, _PULL_SLICE if remaining is None
+                                      else min(remaining, _PULL_SLICE))
+        finally:
+            if pulling:
+                stack._pull_end()
+
+    def _wait(self, timeout: Optional[float]) -> None:
+        """Sleep on the socket's condition (held) for news, up to ``timeout`` s."""
+        self._waiting += 1
+        try:
+            if self._cv.wait(timeout):
+                self.reader_wakeups += 1
+                self.stack._count("wakeup.reader")
+        finally:
+            self._waiting -= 1
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Addr]:
         """One datagram (truncated to ``bufsize`` bytes, the rest discarded) and its source."""
@@ -508,4 +624,48 @@ class RawSocket(DatagramSocket):
         self.stack._raw_close(self)
 
 
-Socket = Union[UDPSocket, RawSocket]
+class UDP6Socket(UDPSocket):
+    """A UDP socket over IPv6 (``stack.socket(AF_INET6, SOCK_DGRAM)``).
+
+    Addresses are ``(host, port, flowinfo, scope_id)`` as Python's socket gives
+    them for AF_INET6 (flowinfo 0; scope_id the interface index for link-local
+    addresses, else 0); 2-tuples are accepted as input.  The checksum is always
+    sent and always required (RFC 8200 8.1); datagrams above the MTU go out as
+    IPv6 fragments (RFC 8200 4.5).  No IPv4-mapped addresses (no dual stack).
+    """
+
+    family = AF_INET6
+    max_payload = UDP6_MAX_PAYLOAD
+    _any = _ANY6
+
+    def __init__(self, stack: "Stack", sock_id: int, pcq: PCQ) -> None:
+        super().__init__(stack, sock_id, pcq)
+        self._laddr = _ANY6
+
+    def _parse_address(self, address: Any) -> Addr:
+        return _address6(address)
+
+    def getsockname(self) -> tuple[str, int, int, int]:  # type: ignore[override]
+        self._check_open()
+        return self.stack._sockaddr6(self._laddr, self._lport)
+
+    def getpeername(self) -> tuple[str, int, int, int]:  # type: ignore[override]
+        self._check_open()
+        if self._peer is None:
+            raise _oserror(errno.ENOTCONN)
+        return self.stack._sockaddr6(*self._peer)
+
+    def _stack_bind(self, host: str, port: int) -> None:
+        self.stack._udp6_bind(self, host, port)
+
+    def _stack_connect(self, host: str, port: int) -> None:
+        self.stack._udp6_connect(self, host, port)
+
+    def _stack_output(self, host: str, port: int, payload: bytes) -> None:
+        self.stack._udp6_output(self, host, port, payload)
+
+    def _stack_close(self) -> None:
+        self.stack._udp6_close(self)
+
+
+Socket = Union[UDPSocket, UDP6Socket, RawSocket]

@@ -6,7 +6,8 @@ holding only ``lo`` and whatever the script creates.  The namespace goes
 away with the child's last process; the child runs in its own process group,
 which is killed on timeout or failure.
 
-Addresses come from 198.18.0.0/15 (RFC 2544 benchmarking space) only, and
+Addresses come from 198.18.0.0/15 (RFC 2544 benchmarking space) and, for
+IPv6, 2001:2::/48 (RFC 5180 benchmarking space) and link-local only, and
 the namespace has no route anywhere else, so no traffic can leave it.
 
 The child script starts with ``PRELUDE`` in scope:
@@ -14,8 +15,11 @@ The child script starts with ``PRELUDE`` in scope:
 - ``KERNEL_ADDR`` (198.18.0.1, Linux's side), ``STACK_ADDR`` (198.18.0.2,
   fastproto's side), ``PREFIX_LEN`` (24);
 - ``sh(*argv)``: run a command, raise on failure;
-- ``kernel_side(ifname, addr=KERNEL_ADDR)``: address the device and bring
-  it up (IPv6 off on it so the kernel sends no MLD/NDP chatter);
+- ``KERNEL_ADDR6`` (2001:2::1), ``STACK_ADDR6`` (2001:2::2), ``PREFIX_LEN6`` (64);
+- ``kernel_side(ifname, addr=KERNEL_ADDR, ipv6=None)``: address the device and
+  bring it up (IPv6 off on it so the kernel sends no MLD/NDP chatter, unless
+  ``ipv6`` gives an address, e.g. ``KERNEL_ADDR6``: then it is added with
+  ``nodad`` and DAD is off on the device, so nothing waits);
 - ``report(obj)``: print ``obj`` as the one JSON line ``run_json`` returns.
 
 Usage::
@@ -45,27 +49,51 @@ ALLOWED_NET = ipaddress.ip_network("198.18.0.0/15")
 KERNEL_ADDR = "198.18.0.1"
 STACK_ADDR = "198.18.0.2"
 PREFIX_LEN = 24
+ALLOWED_NET6 = ipaddress.ip_network("2001:2::/48")
+KERNEL_ADDR6 = "2001:2::1"
+STACK_ADDR6 = "2001:2::2"
+PREFIX_LEN6 = 64
 
 PRELUDE = textwrap.dedent(f"""
     import ipaddress as _ipaddress, json as _json, subprocess as _subprocess, sys as _sys
     KERNEL_ADDR = {KERNEL_ADDR!r}
     STACK_ADDR = {STACK_ADDR!r}
     PREFIX_LEN = {PREFIX_LEN}
+    KERNEL_ADDR6 = {KERNEL_ADDR6!r}
+    STACK_ADDR6 = {STACK_ADDR6!r}
+    PREFIX_LEN6 = {PREFIX_LEN6}
     _ALLOWED = _ipaddress.ip_network({str(ALLOWED_NET)!r})
+    _ALLOWED6 = _ipaddress.ip_network({str(ALLOWED_NET6)!r})
 
     def sh(*argv):
         return _subprocess.run(argv, check=True, capture_output=True, text=True).stdout
 
-    def kernel_side(ifname, addr=KERNEL_ADDR, prefix_len=PREFIX_LEN):
-        if _ipaddress.ip_address(addr) not in _ALLOWED:
-            raise ValueError(f"{{addr}} is outside {{_ALLOWED}}")
+    def _ipv6_conf(ifname, name, value):
         try:
-            with open(f"/proc/sys/net/ipv6/conf/{{ifname}}/disable_ipv6", "w") as f:
-                f.write("1")
+            with open(f"/proc/sys/net/ipv6/conf/{{ifname}}/{{name}}", "w") as f:
+                f.write(value)
         except OSError:
             pass
+
+    def kernel_side(ifname, addr=KERNEL_ADDR, prefix_len=PREFIX_LEN, ipv6=None,
+                    prefix_len6=PREFIX_LEN6):
+        if _ipaddress.ip_address(addr) not in _ALLOWED:
+            raise ValueError(f"{{addr}} is outside {{_ALLOWED}}")
+        if ipv6 is not None and _ipaddress.ip_address(ipv6) not in _ALLOWED6:
+            raise ValueError(f"{{ipv6}} is outside {{_ALLOWED6}}")
+        if ipv6 is None:
+            _ipv6_conf(ifname, "disable_ipv6", "1")
+        else:
+            # Down first: a link-local address made while the device was already
+            # up would still be doing DAD; made at the next up, it skips it.
+            sh("ip", "link", "set", ifname, "down")
+            _ipv6_conf(ifname, "disable_ipv6", "0")
+            _ipv6_conf(ifname, "accept_dad", "0")
+            _ipv6_conf(ifname, "accept_ra", "0")
         sh("ip", "addr", "add", f"{{addr}}/{{prefix_len}}", "dev", ifname)
         sh("ip", "link", "set", ifname, "up")
+        if ipv6 is not None:
+            sh("ip", "-6", "addr", "add", f"{{ipv6}}/{{prefix_len6}}", "dev", ifname, "nodad")
 
     def report(obj):
         print("NETNS-REPORT " + _json.dumps(obj), flush=True)

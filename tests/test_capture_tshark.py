@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from netns import KERNEL_ADDR, STACK_ADDR, run_json
+from netns import KERNEL_ADDR, STACK_ADDR, STACK_ADDR6, run_json
 
 # Bad checksums (tshark's IP/UDP/TCP checks are off by default and turned on
 # in ``tshark``; ICMP's are always on) and anything it could not dissect.
@@ -54,12 +54,14 @@ def check_capture(path: str, frames_written: int) -> None:
 def link_capture(tmp_path_factory):
     from fastproto.phy.capture import PcapCapture
     from fastproto.phy.link import LinkPair
+    from fastproto.socket import AF_INET6
     from fastproto.stack import Stack
 
     path = str(tmp_path_factory.mktemp("pcap") / "link.pcap")
     link = LinkPair()
     cap = PcapCapture(link.a, path)
-    with Stack(cap, "198.18.0.1/24") as a, Stack(link.b, "198.18.0.2/24") as b:
+    with Stack(cap, "198.18.0.1/24", ipv6="2001:2::1/64") as a, \
+            Stack(link.b, "198.18.0.2/24", ipv6="2001:2::2/64") as b:
         server = b.socket()
         server.bind(("", 7))
         server.settimeout(3.0)
@@ -72,6 +74,19 @@ def link_capture(tmp_path_factory):
             server.sendto(data, peer)
             assert client.recv(70000) == data
         a.ping("198.18.0.2", b"x" * 3000)
+        # The same over IPv6: neighbour discovery, UDP (fragmented too), ICMPv6 echo.
+        server6 = b.socket(AF_INET6)
+        server6.bind(("", 7))
+        server6.settimeout(3.0)
+        client6 = a.socket(AF_INET6)
+        client6.settimeout(3.0)
+        client6.bind(("", 40006))
+        for size in UDP_SIZES:
+            client6.sendto(bytes(size), ("2001:2::2", 7))
+            data, peer = server6.recvfrom(70000)
+            server6.sendto(data, peer)
+            assert client6.recv(70000) == data
+        a.ping("2001:2::2", b"y" * 3000)
         closed = a.socket()
         closed.connect(("198.18.0.2", 9))
         closed.send(b"anyone?")
@@ -96,6 +111,16 @@ def test_link_capture_shows_reassembled_datagrams_and_icmp(link_capture):
     assert frame_count(path, "icmp.type == 0") == 1
     assert frame_count(path, "icmp.type == 3 && icmp.code == 3") == 1
     assert frame_count(path, "arp.opcode == 1") >= 1
+
+
+def test_link_capture_shows_ipv6_datagrams_echo_and_neighbour_discovery(link_capture):
+    path, _ = link_capture
+    lengths = tshark(path, "-Y", "udp.srcport == 40006 && ipv6", "-T", "fields", "-e", "udp.length")
+    assert sorted(int(n) for n in lengths.split()) == sorted(n + 8 for n in UDP_SIZES)
+    assert frame_count(path, "icmpv6.type == 128") == 1
+    assert frame_count(path, "icmpv6.type == 129") == 1
+    assert frame_count(path, "icmpv6.type == 135") >= 1
+    assert frame_count(path, "icmpv6.type == 136") >= 1
 
 
 def test_a_corrupted_frame_is_caught_by_the_check(link_capture, tmp_path):
@@ -130,9 +155,10 @@ with open("/proc/sys/net/ipv4/ping_group_range", "w") as f:
     f.write("0 2147483647")
 with TapInterface("fp0") as tap:
     tap.up()
-    kernel_side("fp0")
+    kernel_side("fp0", ipv6=KERNEL_ADDR6)
     cap = PcapCapture(tap, {path!r})
-    with Stack(cap, f"{{STACK_ADDR}}/24", mac=bytes.fromhex("020000000002")) as stack:
+    with Stack(cap, f"{{STACK_ADDR}}/24", ipv6=f"{{STACK_ADDR6}}/{{PREFIX_LEN6}}",
+               mac=bytes.fromhex("020000000002")) as stack:
         echo = stack.socket()
         echo.bind(("", 7))
         echo.settimeout(3.0)
@@ -164,8 +190,25 @@ with TapInterface("fp0") as tap:
             outcome = "answered"
         except ConnectionRefusedError:
             outcome = "refused"
+        # IPv6: UDP to a fastproto echo socket, and an ICMPv6 echo.
+        echo6 = stack.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        echo6.bind(("", 7))
+        echo6.settimeout(3.0)
+        linux6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        linux6.settimeout(3.0)
+        echoed6 = []
+        for size in (1, 3000):
+            data = os.urandom(size)
+            linux6.sendto(data, (STACK_ADDR6, 7))
+            got, peer = echo6.recvfrom(70000)
+            echo6.sendto(got, peer)
+            echoed6.append(linux6.recv(70000) == data)
+        pinger6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_ICMPV6)
+        pinger6.settimeout(3.0)
+        pinger6.sendto(struct.pack("!BBHHH", 128, 0, 0, 0, 1) + os.urandom(100), (STACK_ADDR6, 0))
+        pinged6 = len(pinger6.recv(70000)) == 108
     cap.close()
-    report({{"echoed": echoed, "pinged": pinged, "refused": outcome,
+    report({{"echoed": echoed, "pinged": pinged, "refused": outcome, "echoed6": echoed6, "pinged6": pinged6,
             "written": cap.stats()["capture_tx"] + cap.stats()["capture_rx"]}})
 """, timeout=30)
     return path, out
@@ -176,6 +219,8 @@ def test_tap_exchange_succeeded(tap_capture):
     assert out["echoed"] == [True] * len(UDP_SIZES)
     assert out["pinged"] is True
     assert out["refused"] == "refused"
+    assert out["echoed6"] == [True, True]
+    assert out["pinged6"] is True
 
 
 def test_tap_capture_opens_in_tshark_with_no_checksum_errors(tap_capture):
@@ -189,3 +234,5 @@ def test_tap_capture_holds_both_directions(tap_capture):
     assert frame_count(path, f"ip.src == {STACK_ADDR} && udp.srcport == 7") >= len(UDP_SIZES)
     assert frame_count(path, f"ip.src == {STACK_ADDR} && icmp.type == 0") >= 1
     assert frame_count(path, f"ip.src == {STACK_ADDR} && icmp.type == 3 && icmp.code == 3") == 1
+    assert frame_count(path, f"ipv6.src == {STACK_ADDR6} && udp.srcport == 7") >= 2
+    assert frame_count(path, f"ipv6.src == {STACK_ADDR6} && icmpv6.type == 129") == 1

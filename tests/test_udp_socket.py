@@ -221,7 +221,13 @@ def test_unsupported_kinds_are_refused(lrp_pair: tuple[Stack, Stack]) -> None:
         a.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     assert info.value.errno == errno.EAFNOSUPPORT
     with pytest.raises(OSError) as info:
-        a.socket(socket.AF_INET, socket.SOCK_STREAM)
+        a.socket(socket.AF_INET6, socket.SOCK_STREAM)  # this stack has no IPv6 address
+    assert info.value.errno == errno.EAFNOSUPPORT
+    with pytest.raises(OSError) as info:
+        a.socket(socket.AF_INET, socket.SOCK_SEQPACKET)
+    assert info.value.errno == errno.EPROTONOSUPPORT
+    with pytest.raises(OSError) as info:
+        a.socket(socket.AF_INET, socket.SOCK_STREAM, 17)
     assert info.value.errno == errno.EPROTONOSUPPORT
 
 
@@ -282,8 +288,8 @@ def test_close_wakes_a_blocked_reader(model: str) -> None:
 
     t = threading.Thread(target=reader)
     t.start()
-    while not s._waiting and t.is_alive():
-        threading.Event().wait(0.001)
+    # Blocked: asleep on the socket, or (lrp) pulling the interface itself.
+    assert wait_until(lambda: bool(s._waiting) or stack._pulling_sock is s or not t.is_alive())
     stack.close()
     t.join(10)
     assert not t.is_alive()
@@ -331,7 +337,10 @@ def test_lrp_receiver_runs_the_socket_work_itself() -> None:
         reader.join(10)
         assert got == [b"one", b"two", b"three"]
         stats = b.stats()
-        assert stats["kcont.worker_runs"] == 0 and stats["kcont.inline_runs"] >= 1
+        # The receiver ran the input itself: on a batch it pulled, or a
+        # continuation it found pending; never a worker.
+        assert stats["kcont.worker_runs"] == 0
+        assert stats["kcont.inline_runs"] + stats["lrp.receiver_inputs"] >= 1
 
 
 def test_kcont_workers_run_the_socket_work_after_the_delay() -> None:
@@ -343,3 +352,29 @@ def test_kcont_workers_run_the_socket_work_after_the_delay() -> None:
         assert rx.recv(10) == b"later"
         stats = b.stats()
         assert stats["kcont.worker_runs"] >= 1 and stats["kcont.inline_runs"] == 0
+
+
+def test_lrp_receiver_blocked_in_recv_pulls_the_interface_itself() -> None:
+    link = LinkPair()
+    with Stack(link.a, f"{A_IP}/24", dispatch="lrp") as a, \
+            Stack(link.b, f"{B_IP}/24", dispatch="lrp") as b:
+        rx = bound(b, 8400, timeout=10)
+        got: list[bytes] = []
+        reader = threading.Thread(target=lambda: got.extend(rx.recv(10) for _ in range(3)))
+        reader.start()
+        assert wait_until(lambda: b._pulling_sock is rx)
+        tx = a.socket()
+        for word in (b"one", b"two", b"three"):
+            tx.sendto(word, (B_IP, 8400))
+        reader.join(10)
+        assert got == [b"one", b"two", b"three"]
+        stats = b.stats()
+        assert stats["lrp.receiver_pulling"] >= 1 and stats["lrp.receiver_pulls"] >= 1
+        # Once the reader returned, the puller thread pulls again.
+        assert b._pulling_sock is None
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "10"])
+def test_busy_poll_must_be_whole_microseconds(value: object) -> None:
+    with pytest.raises(ValueError):
+        Stack(LinkPair().a, f"{A_IP}/24", busy_poll=value)  # type: ignore[arg-type]

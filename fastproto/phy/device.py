@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 import threading
 from collections import deque
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -98,6 +98,22 @@ class Device(abc.ABC):
     @abc.abstractmethod
     def wakeup(self) -> None:
         """End every ``wait`` in progress (to stop a puller thread)."""
+
+    def rx_ready(self) -> bool:
+        """True if frames wait on the rx ring: a look without the lock, for a
+        thread deciding whether to pull or to sleep.  False when the device
+        cannot tell (then only ``wait`` says)."""
+        return False
+
+    def rx_notify(self, fn: Optional[Callable[[], None]]) -> bool:
+        """Route the receive "interrupt" to ``fn`` instead of waking ``wait``
+        (NAPI's interrupt masking: a thread polling the ring itself is told
+        of arrivals, the puller sleeps on); ``None`` routes it back to
+        ``wait``, waking it if frames are already waiting.  ``fn`` runs in
+        the thread delivering the frames, under the ring's lock: it must only
+        notify.  False if the device cannot route its interrupt (nothing
+        changed)."""
+        return False
 
     @abc.abstractmethod
     def stats(self) -> dict[str, int]:
@@ -194,8 +210,13 @@ class RingDevice(Device):
         # the sender's thread, which must not need this driver's serializer
         # (two ends transmitting to each other would deadlock).
         self._ring: deque[bytes] = deque()
-        self._ring_cv = threading.Condition(threading.Lock())
+        self._ring_lock = threading.Lock()
+        #: the ring lock's condition (``wait`` sleeps on it); plain locking
+        #: takes ``_ring_lock`` itself, cheaper than the condition's wrapper
+        self._ring_cv = threading.Condition(self._ring_lock)
         self._wakeups = 0
+        #: where the rx interrupt goes instead of ``wait`` (see ``rx_notify``)
+        self._rx_notify: Optional[Callable[[], None]] = None
         self._c = _counters("tx_frames", "tx_bytes", "tx_dropped_down", "tx_oversize",
                             "rx_frames", "rx_bytes", "rx_ring_full", "rx_dropped_down",
                             "rx_no_buffer", "rx_oversize")
@@ -223,8 +244,7 @@ class RingDevice(Device):
     def _arrive(self, frames: list[bytes]) -> int:
         """Frames reaching the ring from the wire; the number queued.  Drops
         (down, ring full) are counted here, where a NIC drops them."""
-        cv = self._ring_cv
-        with cv:
+        with self._ring_lock:
             if not self._up:
                 self._c["rx_dropped_down"] += len(frames)
                 return 0
@@ -237,12 +257,16 @@ class RingDevice(Device):
                 n = room
             if n:
                 ring.extend(frames)
-                cv.notify_all()
+                hook = self._rx_notify
+                if hook is None:
+                    self._ring_cv.notify_all()
+                else:
+                    hook()
             return n
 
     def _take(self, n: int) -> list[bytes]:
         """Up to ``n`` frames off the ring, oldest first."""
-        with self._ring_cv:
+        with self._ring_lock:
             ring = self._ring
             if n >= len(ring):
                 out = list(ring)
@@ -278,6 +302,16 @@ class RingDevice(Device):
                 c["tx_dropped_down"] += len(frames)
                 return 0
             limit = self._max_frame
+            if len(frames) == 1 and type(frames[0]) is bytes:
+                # One frame (a datagram sent): the checks below without the lists.
+                frame = frames[0]
+                if len(frame) > limit:
+                    c["tx_oversize"] += 1
+                    return 0
+                self._tx([frame])
+                c["tx_frames"] += 1
+                c["tx_bytes"] += len(frame)
+                return 1
             # The wire carries copies: the caller may reuse its buffers at once.
             out = [f if type(f) is bytes else bytes(f) for f in frames]
             lengths = list(map(len, out))
@@ -344,6 +378,25 @@ class RingDevice(Device):
             self._wakeups += 1
             self._ring_cv.notify_all()
 
+    def rx_ready(self) -> bool:
+        # len() of a deque is atomic: a stale answer only costs one more look.
+        return bool(self._ring)
+
+    def rx_notify(self, fn: Optional[Callable[[], None]]) -> bool:
+        if fn is not None and type(self)._refill is not RingDevice._refill:
+            # A lazy source fills the ring only from wait/receive: an
+            # arrival hook would never hear of those frames.
+            return False
+        # One store, no lock: an arrival queues its frames, then reads the
+        # hook.  So an arrival that still saw the old hook queued its frames
+        # before the look at the ring below, which then wakes the puller.
+        self._rx_notify = fn
+        if fn is None and self._ring:
+            # Re-armed with frames waiting: the puller takes them.
+            with self._ring_lock:
+                self._ring_cv.notify_all()
+        return True
+
     def stats(self) -> dict[str, int]:
         with self._ring_cv:
             out = dict(self._c)
@@ -365,6 +418,8 @@ def _copy_into_pool(frames: list[bytes], pool: BufferPool, handles_out: npt.NDAr
         kept = [f for f in frames if len(f) <= size]
         c["rx_oversize"] += len(frames) - len(kept)
         frames = kept
+    if len(frames) <= _FEW_FRAMES:
+        return _copy_each_alloc(frames, pool, handles_out, lengths_out, c)
     free = pool.available
     if free < len(frames):
         c["rx_no_buffer"] += len(frames) - free
@@ -382,8 +437,33 @@ def _copy_into_pool(frames: list[bytes], pool: BufferPool, handles_out: npt.NDAr
     lengths_out[:n] = batch.lengths
     batch.clear()  # the buffers now belong to the caller
     c["rx_frames"] += n
-    c["rx_bytes"] += int(lengths_out[:n].sum())
+    # Summed in Python: cheaper than a NumPy reduction for the few frames a
+    # request/response exchange brings per pull.
+    c["rx_bytes"] += sum(map(len, frames))
     return n
+
+
+#: up to this many frames are copied one by one: allocating a batch costs more
+_FEW_FRAMES = 4
+
+
+def _copy_each_alloc(frames: list[bytes], pool: BufferPool, handles_out: npt.NDArray[np.uint64],
+                     lengths_out: npt.NDArray[np.uint32], c: dict[str, int]) -> int:
+    """As ``_copy_into_pool`` for a few frames that fit a buffer, one buffer at a time."""
+    got = nbytes = 0
+    for f in frames:
+        h = pool.alloc()
+        if h is None:
+            break
+        pool.view(h, len(f))[:] = f
+        handles_out[got] = h
+        lengths_out[got] = len(f)
+        nbytes += len(f)
+        got += 1
+    c["rx_no_buffer"] += len(frames) - got
+    c["rx_frames"] += got
+    c["rx_bytes"] += nbytes
+    return got
 
 
 def _copy_each(frames: list[bytes], pool: BufferPool, handles_out: npt.NDArray[np.uint64],

@@ -303,7 +303,9 @@ def fragment_ipv6(src: Address, dst: Address, next_header: int, payload: bytes, 
     A payload that fits in one packet is still sent in one fragment (offset 0, M clear)."""
     if mtu < 1280:
         raise ValueError("the IPv6 minimum MTU is 1280 (RFC 8200 5)")
-    if len(payload) + 8 > IPV6_MAX_PAYLOAD:
+    # The limit is on the original packet's Payload Length; the Fragment header is not
+    # part of it (RFC 8200 4.5), and the receiver checks offset + length <= 65535.
+    if len(payload) > IPV6_MAX_PAYLOAD:
         raise ValueError("an IPv6 payload is at most 65535 bytes")
     step = (mtu - 48) // 8 * 8
     out = []

@@ -42,3 +42,14 @@ def ipv6(src: Address, dst: Address, next_header: int, payload: bytes, hop_limit
     first = (6 << 28) | (traffic_class << 20) | flow_label
     return struct.pack("!IHBB16s16s", first, len(payload), next_header, hop_limit,
                        ip_bytes(src), ip_bytes(dst)) + payload
+
+
+def link_local_address(mac: bytes) -> bytes:
+    """The link-local address fe80::/64 of an Ethernet interface, its interface
+    identifier the modified EUI-64 of ``mac`` (6 bytes): the universal/local bit
+    flipped and ff:fe inserted in the middle (RFC 4291 2.5.1 and Appendix A,
+    RFC 2464 4 and 5).  16 bytes."""
+    if len(mac) != 6:
+        raise ValueError(f"a MAC address is 6 bytes, not {len(mac)}")
+    return b"\xfe\x80" + bytes(6) + bytes([mac[0] ^ 0x02]) + bytes(mac[1:3]) + b"\xff\xfe" \
+        + bytes(mac[3:6])

@@ -1,0 +1,375 @@
+"""The stack's TCP layer: ports, pcbs, timers and IP output for its TCP sockets.
+
+:class:`fastproto.tcp_socket.TCPSocket` runs one socket; this runs what they
+share: the TCP port space (apart from UDP's), the pcbtable entries
+(``(6, laddr, lport, None, 0)`` for a listener, the full 4-tuple for a
+connection), RFC 6528 initial sequence numbers, the SYN-cookie secret, one
+continuation queue (and worker thread) for every socket's timers, the
+connection settings (:class:`TcpConfig`, one per address family) and the
+counters every connection and listener adds to.  It also answers segments
+that reach no socket (RFC 9293 3.10.7.1: a reset) and builds the IP packets
+of what the sockets send.
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import random
+import threading
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+from fastproto._core.pcq import PCQ
+from fastproto.proto.syncookie import SynCookies
+from fastproto.proto.tcp_isn import IsnGenerator
+from fastproto.proto.tcp_listen import Listener, ListenConfig, Segment
+from fastproto.proto.tcp_timers import TcpConfig
+from fastproto.sched.continuation import ContinuationQueue
+from fastproto.socket import AF_INET, AF_INET6, _oserror
+from fastproto.tcp_socket import TCPSocket
+from fastproto.wire.ip import ipv4 as ipv4_packet
+from fastproto.wire.ip import ipv6 as ipv6_packet
+from fastproto.wire.tcp import (ACK, FIN, RST, SYN, TcpRejected, build_tcp, parse_tcp_checked,
+                               pseudo_sum, tcp_options)
+
+if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
+    from fastproto.stack import Stack
+
+IPPROTO_TCP = 6
+MASK = 0xFFFFFFFF
+#: the ephemeral port range (RFC 6335 6)
+_EPHEMERAL = (49152, 65535)
+_IP_DF = 0x4000
+
+
+class TcpLayer:
+    """TCP for ``stack``.  ``syn_queue_len``: half-open connections a listener
+    keeps before it answers with SYN cookies; ``pcq_len``: packets a TCP
+    socket's PCQ holds; ``config``: keyword settings for :class:`TcpConfig`
+    (``rcvbuf``, ``sndbuf``, ``time_wait``, ``delack``, ``rto_min``...)."""
+
+    def __init__(self, stack: "Stack", syn_queue_len: int = 1024, pcq_len: int = 256,
+                 **config: Any) -> None:
+        self.stack = stack
+        self.syn_queue_len = syn_queue_len
+        self.pcq_len = pcq_len
+        self.counters: dict[str, int] = {}
+        self._config_args = config
+        self._configs: dict[int, TcpConfig] = {}
+        self.isn = IsnGenerator(stack.clock)
+        self.cookies = SynCookies(stack.clock)
+        # One timestamp clock for listeners and their connections, so that our
+        # TSvals never go backwards from the SYN-ACK on (RFC 7323 5.3, 5.4).
+        self.ts_offset = random.getrandbits(32)
+        self.timerq = ContinuationQueue(clock=stack.clock)
+        self._timer_thread_started = False
+        self._lock = threading.Lock()
+        #: (family, port) -> sockets using it
+        self._ports: dict[tuple[int, int], list[TCPSocket]] = {}
+        self._listeners: list[Listener] = []
+        #: the pool's buffers as one flat byte view: payloads are slices of it
+        self.pool_flat = memoryview(stack.pool.data.reshape(-1))
+
+    # -- settings -------------------------------------------------------------------
+
+    def config(self, family: int) -> TcpConfig:
+        """The connection settings for ``family`` (shared by its connections)."""
+        cfg = self._configs.get(family)
+        if cfg is None:
+            cfg = TcpConfig(mtu=self.stack.mtu, ipv6=family == AF_INET6, counters=self.counters,
+                            **self._config_args)
+            self._configs[family] = cfg
+        return cfg
+
+    def ts_clock(self) -> int:
+        """Our RFC 7323 timestamp: milliseconds, offset."""
+        return (int(self.stack.clock() * 1000.0) + self.ts_offset) & MASK
+
+    # -- sockets ----------------------------------------------------------------------
+
+    def socket(self, family: int) -> TCPSocket:
+        """A new TCP socket of ``family``, attached to the demux."""
+        stack = self.stack
+        if family == AF_INET6 and getattr(stack, "nd", None) is None:
+            raise _oserror(errno.EAFNOSUPPORT)
+        if not self._timer_thread_started:
+            with self._lock:
+                if not self._timer_thread_started:
+                    self.timerq.start(1)
+                    self._timer_thread_started = True
+        with stack._demux_lock:
+            sid = stack._new_id()
+            sock = TCPSocket(stack, sid, PCQ(self.pcq_len), family)
+            sock._cont = stack.dispatch.continuation(sock)
+            # Attached before its pcb enters the table (the demux's rule).
+            stack.demux.attach(sid, sock.pcq)
+            stack._socks[sid] = sock
+        return sock
+
+    def _local_ok(self, family: int, host: str) -> bool:
+        stack = self.stack
+        if family == AF_INET:
+            return host in ("0.0.0.0", stack.ip)
+        return host == "::" or ipaddress.IPv6Address(host).packed in stack._ip6_mine
+
+    def bind(self, sock: TCPSocket, host: str, port: int) -> None:
+        """Reserve ``(host, port)`` for ``sock`` (port 0: an ephemeral one)."""
+        if not self._local_ok(sock.family, host):
+            raise _oserror(errno.EADDRNOTAVAIL)
+        with self.stack._ports_lock:
+            if port == 0:
+                port = self._ephemeral(sock.family)
+            for other in self._ports.get((sock.family, port), ()):
+                if other._laddr == sock._any or host == sock._any or other._laddr == host:
+                    # SO_REUSEADDR lets a listener take a port whose old
+                    # connections linger (TIME_WAIT), as on Linux.
+                    if not (sock._reuseaddr and other._closed):
+                        raise _oserror(errno.EADDRINUSE)
+            self._ports.setdefault((sock.family, port), []).append(sock)
+            sock._laddr, sock._lport = host, port
+
+    def _ephemeral(self, family: int) -> int:
+        lo, hi = _EPHEMERAL
+        span = hi - lo + 1
+        start = int.from_bytes(os.urandom(2), "big") % span
+        for i in range(span):
+            port = lo + (start + i) % span
+            if (family, port) not in self._ports:
+                return port
+        raise _oserror(errno.EADDRNOTAVAIL)
+
+    def listener(self, sock: TCPSocket, backlog: int) -> Listener:
+        """Start ``sock`` listening: its Listener, and its pcb in the table."""
+        cfg = self.config(sock.family)
+        listen_cfg = ListenConfig(mss=cfg.mss, window=min(cfg.rcvbuf, 0xFFFF),
+                                  rcv_wscale=cfg.rcv_wscale, sack=cfg.sack,
+                                  timestamps=cfg.timestamps, synack_rto=cfg.rto_initial)
+        lst = Listener((sock._laddr, sock._lport), backlog, self.syn_queue_len, listen_cfg,
+                       self.stack.clock, self.isn, self.cookies, sock._out.append, self.ts_clock)
+        self._hash(sock, (IPPROTO_TCP, sock._laddr, sock._lport, None, 0))
+        self._listeners.append(lst)
+        return lst
+
+    def connect(self, sock: TCPSocket, host: str, port: int) -> None:
+        """Give ``sock`` a route, a source address and port, and its connected pcb."""
+        stack = self.stack
+        if sock.family == AF_INET:
+            stack._check_route(host)
+        else:
+            stack._check_route6(host)
+        if port == 0:
+            raise _oserror(errno.ECONNREFUSED, ConnectionRefusedError)
+        if not sock._lport:
+            self.bind(sock, sock._any, 0)
+        if sock._laddr == sock._any:
+            sock._laddr = stack.ip if sock.family == AF_INET else str(
+                ipaddress.IPv6Address(stack._source6(ipaddress.IPv6Address(host).packed)))
+        sock._peer = (host, port)
+        self._route(sock)
+        self._hash(sock, (IPPROTO_TCP, sock._laddr, sock._lport, host, port))
+
+    def _hash(self, sock: TCPSocket, key: tuple[int, str, int, Optional[str], int]) -> None:
+        """Put ``sock``'s pcb in the table under ``key``; EADDRINUSE if taken."""
+        with self.stack._ports_lock:
+            try:
+                self.stack.table.insert(*key, sock.id)
+            except (KeyError, ValueError):
+                raise _oserror(errno.EADDRINUSE) from None
+            sock._hashed = key
+
+    def _route(self, sock: TCPSocket) -> None:
+        """Cache what every segment of ``sock``'s connection is built from."""
+        peer = sock._peer
+        assert peer is not None
+        src = ipaddress.ip_address(sock._laddr).packed
+        dst = ipaddress.ip_address(peer[0]).packed
+        sock._route = (src, dst, pseudo_sum(src, dst), sock._lport, peer[1])
+
+    def child(self, parent: TCPSocket, record: Any) -> TCPSocket:
+        """The socket of a connection ``parent``'s listener completed, with its pcb."""
+        child = self.socket(parent.family)
+        child._laddr, child._lport = record.local
+        child._peer = record.remote
+        child._parent = parent
+        child._nodelay = parent._nodelay
+        child._keepalive = parent._keepalive
+        with self.stack._ports_lock:
+            self._ports.setdefault((child.family, child._lport), []).append(child)
+        self._route(child)
+        self._hash(child, (IPPROTO_TCP, child._laddr, child._lport, record.remote[0],
+                           record.remote[1]))
+        return child
+
+    def isn_for(self, laddr: str, lport: int, raddr: str, rport: int) -> int:
+        return self.isn.isn(laddr, lport, raddr, rport)
+
+    # -- leaving ----------------------------------------------------------------------
+
+    def unhash(self, sock: TCPSocket) -> None:
+        """Take ``sock``'s pcb out of the table (its connection is CLOSED): from
+        now on segments for it are answered with a reset."""
+        with self.stack._ports_lock:
+            if sock._hashed is None:
+                return
+            self.stack.table.remove(*sock._hashed)
+            sock._hashed = None
+
+    def release(self, sock: TCPSocket) -> None:
+        """Give back everything ``sock`` held: pcb, port, PCQ, id."""
+        stack = self.stack
+        self.unhash(sock)
+        with stack._ports_lock:
+            users = self._ports.get((sock.family, sock._lport))
+            if users is not None and sock in users:
+                users.remove(sock)
+                if not users:
+                    del self._ports[(sock.family, sock._lport)]
+            if sock.listener is not None and sock.listener in self._listeners:
+                self._listeners.remove(sock.listener)
+                # Its counters outlive it.
+                for k, v in sock.listener.stats().items():
+                    self.counters[k] = self.counters.get(k, 0) + v
+        with stack._demux_lock:
+            # Detached after its pcb left the table (the demux's rule).
+            stack.demux.detach(sock.id)
+            stack._socks.pop(sock.id, None)
+        if sock._cont is not None:
+            sock._cont.cancel()
+        while True:
+            hs = sock.pcq.get_many(256)
+            if not len(hs):
+                break
+            self.count("tcp.closed_drops", len(hs))
+            stack.pool.free_many(hs)
+        with stack._demux_lock:
+            stack._free_ids.append(sock.id)
+
+    def release_now(self, sock: TCPSocket) -> None:
+        """Release ``sock`` whatever its connection's state (the stack is closing)."""
+        with sock._lock:
+            if sock._released:
+                return
+            sock._released = True
+            sock._timer.cancel()
+        self.release(sock)
+
+    def close(self) -> None:
+        """Stop the timer thread (the stack is closing)."""
+        if self._timer_thread_started:
+            self.timerq.stop()
+
+    # -- output -----------------------------------------------------------------------
+
+    def output(self, sock: TCPSocket, items: Sequence[Any]) -> None:
+        """Send the segments ``sock`` produced: connection descriptors
+        ``(seq, ack, flags, window, options, payload)`` or listener Segments."""
+        v4 = sock.family == AF_INET
+        packets: list[bytes] = []
+        dst = None
+        for item in items:
+            if isinstance(item, Segment):
+                src = ipaddress.ip_address(item.src_ip).packed
+                dst = ipaddress.ip_address(item.dst_ip).packed
+                o = item.options
+                opts = tcp_options(o.mss, o.wscale, o.sack_permitted, o.ts)
+                seg = build_tcp(src, dst, item.src_port, item.dst_port, item.seq, item.ack,
+                                item.flags, item.window, opts)
+                if packets and dst != prev_dst:
+                    self._send(v4, prev_dst, packets)
+                    packets = []
+            else:
+                src, dst, pseudo, sport, dport = sock._route
+                seq, ack, flags, window, opts, payload = item
+                seg = build_tcp(src, dst, sport, dport, seq, ack, flags, window, opts, payload,
+                                pseudo=pseudo)
+            if v4:
+                # DF set and ident 0: an atomic datagram (RFC 6864 4.1).
+                packets.append(ipv4_packet(src, dst, IPPROTO_TCP, seg, ident=0))
+            else:
+                packets.append(ipv6_packet(src, dst, IPPROTO_TCP, seg))
+            prev_dst = dst
+        if packets:
+            self._send(v4, dst, packets)
+        self.count("tcp.out_segments", len(items))
+
+    def _send(self, v4: bool, dst: Any, packets: list[bytes]) -> None:
+        if v4:
+            self.stack._send_packets(dst, packets)
+        else:
+            self.stack._send_ip6_packets(dst, packets)
+
+    def reset_for(self, src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int,
+                  flags: int, seg_len: int) -> None:
+        """Answer a segment that reached no socket (RFC 9293 3.10.7.1, CLOSED):
+        never a reset for a reset; for an ACK, ``<SEQ=SEG.ACK><CTL=RST>``; else
+        ``<SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>``.  Addresses are the
+        received segment's (4 or 16 bytes)."""
+        if flags & RST:
+            self.count("tcp.rst_ignored_no_socket")
+            return
+        if flags & ACK:
+            rst = build_tcp(dst, src, dport, sport, ack, 0, RST, 0)
+        else:
+            length = seg_len + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+            rst = build_tcp(dst, src, dport, sport, 0, (seq + length) & MASK, RST | ACK, 0)
+        self.count("tcp.rst_no_socket")
+        if len(src) == 4:
+            self.stack._send_packets(src, [ipv4_packet(dst, src, IPPROTO_TCP, rst, ident=0)])
+        else:
+            self.stack._send_ip6_packets(src, [ipv6_packet(dst, src, IPPROTO_TCP, rst)])
+
+    # -- input that is not a socket's PCQ --------------------------------------------
+
+    @staticmethod
+    def addresses(row: Any, family: int) -> tuple[str, str]:
+        """Source and destination of a parsed row as text."""
+        src, dst = row["src"].tobytes(), row["dst"].tobytes()
+        if family == AF_INET:
+            return str(ipaddress.IPv4Address(src[12:])), str(ipaddress.IPv4Address(dst[12:]))
+        return str(ipaddress.IPv6Address(src)), str(ipaddress.IPv6Address(dst))
+
+    def fragment(self, h: int, row: Any) -> None:
+        """A first fragment of a TCP segment found on a socket's PCQ: to reassembly
+        (the segment comes back whole through :meth:`datagram_input`)."""
+        stack = self.stack
+        if int(row["ip_version"]) == 4:
+            stack._fragment_input(stack._packet(h, row))
+        else:
+            stack._fragment6_input(stack._packet(h, row))
+
+    def datagram_input(self, src: bytes, dst: bytes, data: bytes) -> None:
+        """A TCP segment that arrived in IP fragments, now whole: check it, find
+        its socket and hand it over (or answer with a reset)."""
+        try:
+            seg = parse_tcp_checked(data, src, dst)
+        except TcpRejected as exc:
+            self.count(f"tcp.bad_segment_{exc.reason}")
+            return
+        sid = self.stack.table.lookup(IPPROTO_TCP, dst, seg.dport, src, seg.sport)
+        sock = self.stack._socks.get(sid) if sid is not None else None
+        if not isinstance(sock, TCPSocket):
+            self.reset_for(src, dst, seg.sport, seg.dport, seg.seq, seg.ack, seg.flags,
+                           len(seg.payload))
+            return
+        text = (lambda a: str(ipaddress.ip_address(a)))
+        sock._segment_input(seg, text(src), text(dst))
+
+    # -- counters ---------------------------------------------------------------------
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def stats(self) -> dict[str, int]:
+        """``tcp.*`` counters: every connection's and listener's, summed."""
+        out = dict(self.counters)
+        with self.stack._ports_lock:
+            listeners = list(self._listeners)
+        for lst in listeners:
+            for k, v in lst.stats().items():
+                out[k] = out.get(k, 0) + v
+        for k, v in self.cookies.stats().items():
+            out[f"tcp.cookie_{k}"] = v
+        return out
+
+
+__all__ = ["TcpLayer", "IPPROTO_TCP"]

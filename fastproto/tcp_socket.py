@@ -1,0 +1,713 @@
+"""TCP sockets of a :class:`fastproto.stack.Stack`, with the semantics of Python's ``socket``.
+
+A :class:`TCPSocket` is one of three things in its life:
+
+- fresh: bound or not, neither listening nor connected;
+- listening: a :class:`fastproto.proto.tcp_listen.Listener` answers SYNs
+  (SYN queue, SYN cookies when it is full) and completed handshakes become
+  child sockets waiting on the accept queue;
+- connected: a :class:`fastproto.proto.tcp.TcpConnection` (the TCB) runs
+  RFC 9293 for it.
+
+Like a UDP socket it has an id, a receive PCQ the core's demux puts packet
+handles on, and a pcbtable entry: ``(6, laddr, lport, None, 0)`` while
+listening, ``(6, laddr, lport, faddr, fport)`` once connected (the connected
+entry wins the lookup, so an accepted connection's segments reach the child,
+not the listener).  The stack's dispatch model runs the socket's protocol
+input (``_protocol_input``): the segments on the PCQ go, in order, to the
+connection or the listener, straight from the parser's rows (no second
+parse) and from the packet buffers (the connection copies the payload once,
+into its receive buffer).
+
+One lock per socket serialises everything that touches its connection: the
+application's calls, protocol input, timers.  Output segments the connection
+emits while the lock is held are sent as one batch when the call ends.
+Timers are one continuation per socket on the stack's TCP timer queue,
+re-armed to the connection's next deadline after every call.
+
+Errors are the ones Python's socket raises on Linux: ``ConnectionRefusedError``
+(RST to our SYN), ``ConnectionResetError`` (peer abort), ``BrokenPipeError``
+(write after the connection closed for sending), ``TimeoutError``,
+``BlockingIOError`` (non-blocking and not ready; ``EINPROGRESS`` for a
+non-blocking connect), ``OSError`` with ``EADDRINUSE``, ``EISCONN``,
+``ENOTCONN``, ``EINVAL`` where Linux gives them.
+"""
+from __future__ import annotations
+
+import errno
+import struct
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, Optional
+
+import numpy as np
+
+from fastproto._core.parse import Flag
+from fastproto._core.pcq import PCQ
+from fastproto.proto.tcp import (CLOSED, ERROR_EXCEPTIONS, ESTABLISHED, EV_ERROR, EV_READABLE,
+                                 EV_STATE, EV_WRITABLE, SYN_SENT, TIME_WAIT, TcpConnection)
+from fastproto.proto.tcp_listen import Listener, ListenConfig, TcpOptions
+from fastproto.sched.continuation import Continuation
+from fastproto.socket import (AF_INET, AF_INET6, SHUT_RD, SHUT_RDWR, SHUT_WR, SOL_SOCKET, Addr,
+                              _address, _address6, _oserror)
+from fastproto.wire.tcp import FIN, RST, SYN, TcpSegment
+
+if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
+    from fastproto.stack import Stack
+
+import socket as _pysocket
+
+SOCK_STREAM = _pysocket.SOCK_STREAM
+IPPROTO_TCP = 6
+TCP_NODELAY = _pysocket.TCP_NODELAY
+SO_KEEPALIVE = _pysocket.SO_KEEPALIVE
+SO_LINGER = _pysocket.SO_LINGER
+SO_ERROR = _pysocket.SO_ERROR
+SO_TYPE = _pysocket.SO_TYPE
+SO_REUSEADDR = _pysocket.SO_REUSEADDR
+SO_ACCEPTCONN = _pysocket.SO_ACCEPTCONN
+_LINGER = struct.Struct("ii")
+#: Linux's default somaxconn: the largest backlog listen() takes
+SOMAXCONN = 4096
+#: seconds a waiter sleeps at most before running pending protocol work itself
+_LAZY_SLICE = 0.001
+
+_FRESH, _LISTENING, _CONNECTED = 0, 1, 2
+
+
+class TCPSocket:
+    """A TCP socket (``SOCK_STREAM``) of ``stack``; made by ``stack.socket(family, SOCK_STREAM)``."""
+
+    type = SOCK_STREAM
+    proto = IPPROTO_TCP
+
+    def __init__(self, stack: "Stack", sock_id: int, pcq: PCQ, family: int = AF_INET) -> None:
+        self.stack = stack
+        self.id = sock_id
+        self.pcq = pcq
+        self.family = family
+        self._any = "::" if family == AF_INET6 else "0.0.0.0"
+        self._laddr = self._any
+        self._lport = 0
+        self._peer: Optional[Addr] = None
+        self._timeout: Optional[float] = None
+        self._mode = _FRESH
+        self._closed = False        # closed by the application
+        self._released = False      # id, PCQ and pcb given back to the stack
+        self._linger: Optional[int] = None
+        self._nodelay = False
+        self._keepalive = False
+        self._reuseaddr = 0
+        self._pending_error = 0     # SO_ERROR of a non-blocking connect
+        self.conn: Optional[TcpConnection] = None
+        self.listener: Optional[Listener] = None
+        self._accept_q: deque[TCPSocket] = deque()
+        #: children of a listener by peer address, until accepted or gone
+        self._children: dict[Addr, TCPSocket] = {}
+        self._parent: Optional[TCPSocket] = None
+        # _lock serialises the connection (application calls, protocol input,
+        # timers); _in_lock is the PCQ's one consumer, as for UDP sockets.
+        self._lock = threading.RLock()
+        self._cv = threading.Condition(self._lock)
+        self._in_lock = self._lock
+        self._out: list[Any] = []
+        #: threads blocked in a call of this socket
+        self._waiting = 0
+        self._events = 0
+        self._timer: Continuation = Continuation(TCPSocket._on_timer, self, stack.tcp.timerq)
+        self._timer_due: Optional[float] = None
+        # set by the stack: the dispatch model's continuation for protocol input
+        self._cont: Optional[Continuation] = None
+        #: (src, dst, pseudo-header sum, sport, dport) of the connection's segments
+        self._route: Any = None
+        #: the pcbtable key while the socket is in the table
+        self._hashed: Any = None
+
+    def __repr__(self) -> str:
+        state = self.conn.state_name if self.conn is not None else (
+            "LISTEN" if self._mode == _LISTENING else "CLOSED")
+        return f"<TCPSocket {self.id} {self._laddr}:{self._lport} -> {self._peer} {state}>"
+
+    def __enter__(self) -> "TCPSocket":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- addresses ----------------------------------------------------------------
+
+    def _addr(self, address: Any) -> Addr:
+        return _address6(address) if self.family == AF_INET6 else _address(address)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise _oserror(errno.EBADF)
+
+    def bind(self, address: Any) -> None:
+        """Bind to ``(host, port)``; port 0 picks an ephemeral port."""
+        self._check_open()
+        host, port = self._addr(address)
+        with self._lock:
+            if self._lport:
+                raise _oserror(errno.EINVAL)
+            self.stack.tcp.bind(self, host, port)
+
+    def getsockname(self) -> Addr:
+        return (self._laddr, self._lport) if self.family == AF_INET else \
+            (self._laddr, self._lport, 0, 0)  # type: ignore[return-value]
+
+    def getpeername(self) -> Addr:
+        if self._peer is None or self.conn is None:
+            raise _oserror(errno.ENOTCONN)
+        return self._peer if self.family == AF_INET else (*self._peer, 0, 0)  # type: ignore[return-value]
+
+    # -- timeouts -----------------------------------------------------------------
+
+    def settimeout(self, value: Optional[float]) -> None:
+        if value is not None:
+            value = float(value)
+            if value < 0:
+                raise ValueError("Timeout value out of range")
+        self._timeout = value
+
+    def gettimeout(self) -> Optional[float]:
+        return self._timeout
+
+    def setblocking(self, flag: bool) -> None:
+        self._timeout = None if flag else 0.0
+
+    def getblocking(self) -> bool:
+        return self._timeout != 0.0
+
+    def _deadline(self) -> Optional[float]:
+        return None if self._timeout is None else time.monotonic() + self._timeout
+
+    def _wait(self, ready: Any, deadline: Optional[float]) -> bool:
+        """Wait (lock held) until ``ready()``; False at the deadline.  A receiver
+        that may do the protocol work itself (``lrp``) does it while waiting."""
+        dispatch = self.stack.dispatch
+        while not ready():
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            if dispatch.lazy_receiver:
+                # Lazy receiver processing: run our own protocol input rather
+                # than sleep until a worker does.
+                if dispatch.receiver_run(self):
+                    continue
+                remaining = _LAZY_SLICE if remaining is None else min(remaining, _LAZY_SLICE)
+            self._waiting += 1
+            try:
+                self._cv.wait(remaining)
+            finally:
+                self._waiting -= 1
+        return True
+
+    def _wake_receivers(self) -> bool:
+        """Wake the threads blocked on this socket (the lazy receivers); True if any was."""
+        with self._lock:
+            if self._waiting:
+                self._cv.notify_all()
+                return True
+        return False
+
+    # -- options ------------------------------------------------------------------
+
+    def setsockopt(self, level: int, option: int, value: Any) -> None:
+        """``TCP_NODELAY``, ``SO_KEEPALIVE``, ``SO_LINGER`` (struct ``ii``),
+        ``SO_REUSEADDR``; others raise ``OSError(ENOPROTOOPT)``."""
+        self._check_open()
+        with self._lock:
+            if level == IPPROTO_TCP and option == TCP_NODELAY:
+                self._nodelay = bool(value)
+                if self.conn is not None:
+                    self.conn.nodelay = self._nodelay
+                    self._after_call()
+            elif level == SOL_SOCKET and option == SO_KEEPALIVE:
+                self._keepalive = bool(value)
+                if self.conn is not None:
+                    self.conn.set_keepalive(self._keepalive)
+                    self._after_call()
+            elif level == SOL_SOCKET and option == SO_LINGER:
+                onoff, seconds = _LINGER.unpack(bytes(value))
+                self._linger = seconds if onoff else None
+            elif level == SOL_SOCKET and option == SO_REUSEADDR:
+                self._reuseaddr = int(bool(value))
+            else:
+                raise _oserror(errno.ENOPROTOOPT)
+
+    def getsockopt(self, level: int, option: int, buflen: int = 0) -> Any:
+        """``SO_ERROR`` (cleared by reading), ``SO_TYPE``, ``SO_ACCEPTCONN``,
+        ``TCP_NODELAY``, ``SO_KEEPALIVE``, ``SO_REUSEADDR``, ``SO_LINGER``."""
+        with self._lock:
+            if level == SOL_SOCKET and option == SO_ERROR:
+                code = self._pending_error
+                self._pending_error = 0
+                if not code and self.conn is not None and self.conn.error is not None:
+                    code = self.conn.error
+                    self.conn.error = None
+                return code
+            if level == SOL_SOCKET and option == SO_TYPE:
+                return SOCK_STREAM
+            if level == SOL_SOCKET and option == SO_ACCEPTCONN:
+                return int(self._mode == _LISTENING)
+            if level == IPPROTO_TCP and option == TCP_NODELAY:
+                return int(self._nodelay)
+            if level == SOL_SOCKET and option == SO_KEEPALIVE:
+                return int(self._keepalive)
+            if level == SOL_SOCKET and option == SO_REUSEADDR:
+                return self._reuseaddr
+            if level == SOL_SOCKET and option == SO_LINGER:
+                return _LINGER.pack(int(self._linger is not None), self._linger or 0)
+        raise _oserror(errno.ENOPROTOOPT)
+
+    # -- passive open ---------------------------------------------------------------
+
+    def listen(self, backlog: int = 128) -> None:
+        """Listen for connections; ``backlog`` completed connections wait for accept()."""
+        self._check_open()
+        backlog = max(0, min(int(backlog), SOMAXCONN))
+        with self._lock:
+            if self._mode == _CONNECTED:
+                raise _oserror(errno.EINVAL)
+            if self._mode == _LISTENING:
+                self.listener.backlog = backlog  # type: ignore[union-attr]
+                return
+            if not self._lport:
+                self.stack.tcp.bind(self, self._any, 0)
+            self.listener = self.stack.tcp.listener(self, backlog)
+            self._mode = _LISTENING
+
+    def accept(self) -> tuple["TCPSocket", Addr]:
+        """The next completed connection and its peer's address."""
+        self._check_open()
+        with self._lock:
+            if self._mode != _LISTENING:
+                raise _oserror(errno.EINVAL)
+            if not self._wait(lambda: bool(self._accept_q) or self._closed, self._deadline()):
+                if self._timeout == 0.0:
+                    raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+                raise TimeoutError("timed out")
+            self._check_open()
+            child = self._accept_q.popleft()
+            self.listener.accepted(1)  # type: ignore[union-attr]
+            self._children.pop(child._peer, None)  # type: ignore[arg-type]
+            child._parent = None
+        return child, child.getpeername()
+
+    def _child_from_handshake(self, record: Any, seg: Optional[TcpSegment]) -> None:
+        """A handshake the listener completed: a child socket with its connection,
+        on the accept queue (lock held)."""
+        child = self.stack.tcp.child(self, record)
+        with child._lock:
+            child.conn = TcpConnection.from_handshake(record, self.stack.tcp.config(self.family),
+                                                      self.stack.clock, child._out.append,
+                                                      child._on_event)
+            # The listener's timestamp clock, so TSvals go on from the SYN-ACK's
+            # (RFC 7323 5.3: the peer's PAWS check).
+            child.conn._ts_offset = self.stack.tcp.ts_offset
+            child.conn.nodelay = self._nodelay
+            if self._keepalive:
+                child.conn.set_keepalive(True)
+            child._mode = _CONNECTED
+            if seg is not None:
+                # Data or FIN on the handshake's final ACK belongs to the new connection.
+                child.conn.input(seg)
+            child._after_call()
+        self._children[child._peer] = child  # type: ignore[index]
+        self._accept_q.append(child)
+        self._events |= EV_READABLE
+
+    # -- active open ------------------------------------------------------------------
+
+    def connect(self, address: Any) -> None:
+        """Connect to ``(host, port)``: blocking (up to the timeout), or, non-blocking,
+        start the handshake and raise ``BlockingIOError(EINPROGRESS)``."""
+        code = self._connect(address)
+        if code:
+            if code in (errno.EINPROGRESS, errno.EALREADY):
+                raise BlockingIOError(code, "Operation now in progress")
+            if code == errno.ETIMEDOUT:
+                raise TimeoutError("timed out")
+            raise ERROR_EXCEPTIONS.get(code, OSError)(code, errno.errorcode.get(code, "error"))
+
+    def connect_ex(self, address: Any) -> int:
+        """Like connect, returning the errno (0 on success) instead of raising
+        for connection errors."""
+        return self._connect(address)
+
+    def _connect(self, address: Any) -> int:
+        self._check_open()
+        host, port = self._addr(address)
+        with self._lock:
+            if self._mode == _LISTENING:
+                raise _oserror(errno.EINVAL)
+            if self.conn is None:
+                self.stack.tcp.connect(self, host, port)
+                conn = TcpConnection(self.stack.tcp.config(self.family), self.stack.clock,
+                                     self._out.append, self._on_event,
+                                     (self._laddr, self._lport), (host, port))
+                conn.nodelay = self._nodelay
+                if self._keepalive:
+                    conn.set_keepalive(True)
+                self.conn = conn
+                self._mode = _CONNECTED
+                conn.connect(self.stack.tcp.isn_for(self._laddr, self._lport, host, port))
+                self._after_call()
+            elif self.conn.state != SYN_SENT:
+                if self.conn.state == ESTABLISHED or self.conn.state > ESTABLISHED:
+                    return errno.EISCONN
+            conn = self.conn
+            if conn.state == SYN_SENT and self._timeout == 0.0:
+                return errno.EINPROGRESS if self._events != -1 else errno.EALREADY
+            deadline = self._deadline()
+            if not self._wait(lambda: conn.state != SYN_SENT, deadline):
+                # Python's socket leaves the attempt undefined after a timeout: abort it.
+                conn.abort()
+                self._after_call()
+                return errno.ETIMEDOUT
+            if conn.error is not None:
+                code = conn.error
+                conn.error = None
+                return code
+            if conn.state == CLOSED:
+                return errno.ECONNREFUSED
+        return 0
+
+    # -- data -------------------------------------------------------------------------
+
+    def _connected(self) -> TcpConnection:
+        self._check_open()
+        if self.conn is None:
+            raise _oserror(errno.ENOTCONN)
+        return self.conn
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        """Queue bytes for sending; how many were taken (blocking until at least one)."""
+        conn = self._connected()
+        with self._lock:
+            if conn.state == SYN_SENT:
+                if self._timeout == 0.0:
+                    raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+                self._wait(lambda: conn.state != SYN_SENT, self._deadline())
+            deadline = self._deadline()
+            while True:
+                try:
+                    n = conn.send(data)
+                finally:
+                    self._after_call()
+                if n or not len(memoryview(data)):
+                    return n
+                if self._timeout == 0.0:
+                    raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+                if not self._wait(lambda: conn.writable or conn.error is not None
+                                  or conn.state == CLOSED, deadline):
+                    raise TimeoutError("timed out")
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        """Send every byte of ``data`` (blocking; the timeout applies to the whole call)."""
+        view = memoryview(data).cast("B")
+        conn = self._connected()
+        deadline = self._deadline()
+        with self._lock:
+            while len(view):
+                n = conn.send(view)
+                self._after_call()
+                view = view[n:]
+                if not n:
+                    if self._timeout == 0.0:
+                        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+                    if not self._wait(lambda: conn.writable or conn.error is not None
+                                      or conn.state == CLOSED, deadline):
+                        raise TimeoutError("timed out")
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        """Up to ``bufsize`` bytes; ``b""`` once the peer closed and all was read."""
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recv")
+        out = self._recv(lambda c: c.recv(bufsize), b"")
+        return out
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """Read up to ``nbytes`` (default: the buffer's length) into ``buffer``; how many."""
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recv_into")
+        if not len(memoryview(buffer)):
+            return 0
+        return self._recv(lambda c: c.recv_into(buffer, nbytes), 0)  # type: ignore[no-any-return]
+
+    def _recv(self, take: Any, empty: Any) -> Any:
+        conn = self._connected()
+        deadline = self._deadline()
+        with self._lock:
+            if self.stack.dispatch.lazy_receiver:
+                self._run_input_locked()
+            while True:
+                try:
+                    return take(conn)
+                except BlockingIOError:
+                    pass
+                finally:
+                    self._after_call()
+                if conn.state == SYN_SENT and self._timeout != 0.0:
+                    self._wait(lambda: conn.state != SYN_SENT, deadline)
+                    continue
+                if self._timeout == 0.0:
+                    raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+                if not self._wait(lambda: conn.readable or conn.eof or conn.error is not None
+                                  or conn.state == CLOSED, deadline):
+                    raise TimeoutError("timed out")
+
+    def shutdown(self, how: int) -> None:
+        """``SHUT_WR`` sends a FIN after the queued data (half-close); ``SHUT_RD``
+        discards what arrives from now on; ``SHUT_RDWR`` both."""
+        if how not in (SHUT_RD, SHUT_WR, SHUT_RDWR):
+            raise ValueError("how must be SHUT_RD, SHUT_WR or SHUT_RDWR")
+        conn = self._connected()
+        with self._lock:
+            if conn.state in (CLOSED, SYN_SENT):
+                raise _oserror(errno.ENOTCONN)
+            conn.shutdown(how)
+            self._after_call()
+
+    def close(self) -> None:
+        """Close: a graceful FIN (the connection lingers in the stack until done),
+        or with ``SO_LINGER`` on and 0 seconds an abort (RST)."""
+        if self._closed:
+            return
+        with self._lock:
+            self._closed = True
+            if self._mode == _LISTENING:
+                # Connections nobody accepted are reset (as Linux does).
+                while self._accept_q:
+                    child = self._accept_q.popleft()
+                    self.listener.accepted(1)  # type: ignore[union-attr]
+                    child._linger = 0
+                    child._parent = None
+                    child.close()
+                self._children.clear()
+                self._timer.cancel()
+            elif self.conn is not None:
+                if self._linger == 0:
+                    self.conn.abort()
+                else:
+                    self.conn.close()
+                self._after_call()
+            self._cv.notify_all()
+        self._maybe_release()
+        self.stack._readiness_changed()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def fileno(self) -> int:
+        """There is no kernel descriptor: -1 (use ``stack.select`` for readiness)."""
+        return -1
+
+    # -- readiness (read without the lock: select holds its own) ------------------------
+
+    def _readable(self) -> bool:
+        if self._closed:
+            return True
+        if self._mode == _LISTENING:
+            return bool(self._accept_q)
+        conn = self.conn
+        if conn is None:
+            return False
+        return conn.readable or conn.eof or conn.error is not None or conn.state == CLOSED
+
+    def _writable(self) -> bool:
+        conn = self.conn
+        if conn is None or self._closed:
+            return False
+        return conn.writable or conn.error is not None or (
+            conn.state == CLOSED and self._mode == _CONNECTED)
+
+    # -- protocol input (run by the dispatch model) --------------------------------------
+
+    def _protocol_input(self) -> None:
+        """tcp_input for this socket: the segments on its PCQ, in order."""
+        with self._lock:
+            self._run_input_locked()
+
+    def _run_input_locked(self) -> None:
+        stack = self.stack
+        pool = stack.pool
+        pcq = self.pcq
+        if self._released:
+            return
+        if self._cont is not None:
+            # Work done here needs no worker run later.
+            self._cont.cancel()
+        rows_all = stack.demux.rows
+        flat = stack.tcp.pool_flat
+        size = pool.size
+        ran = False
+        while True:
+            hs = pcq.get_many(256)
+            if not len(hs):
+                break
+            ran = True
+            try:
+                self._segments_input(hs, rows_all[hs], flat, size)
+            finally:
+                pool.free_many(hs)
+        if ran:
+            self._after_call()
+
+    def _segments_input(self, hs: np.ndarray, rows: np.ndarray, flat: memoryview, size: int) -> None:
+        flags = rows["flags"].tolist()
+        tflags = rows["tcp_flags"].tolist()
+        seqs = rows["tcp_seq"].tolist()
+        acks = rows["tcp_ack"].tolist()
+        wins = rows["tcp_window"].tolist()
+        offs = rows["payload_off"].tolist()
+        lens = rows["payload_len"].tolist()
+        sports = rows["sport"].tolist()
+        dports = rows["dport"].tolist()
+        conn = self.conn
+        listening = self._mode == _LISTENING
+        stack = self.stack
+        for k, h in enumerate(hs.tolist()):
+            f = flags[k]
+            if f & Flag.FRAGMENT:
+                # TCP in IP fragments (rare: our peers send DF): whole once reassembled.
+                stack.tcp.fragment(int(h), rows[k])
+                continue
+            base = h * size + offs[k]
+            seg = TcpSegment(sports[k], dports[k], seqs[k], acks[k], tflags[k], wins[k],
+                             flat[base:base + lens[k]])
+            if f & (Flag.TCP_MSS | Flag.TCP_WSCALE | Flag.TCP_SACK_PERM | Flag.TCP_SACK | Flag.TCP_TS):
+                _options_from_row(seg, f, rows[k])
+            if listening:
+                self._listen_input(seg, rows[k])
+            elif conn is not None:
+                conn.input(seg)
+            else:
+                stack.tcp.count("tcp.no_connection_drops")
+
+    def _segment_input(self, seg: TcpSegment, src: str, dst: str) -> None:
+        """One segment that did not come off the PCQ (a reassembled datagram)."""
+        with self._lock:
+            if self._mode == _LISTENING:
+                self._listen_input(seg, None, src, dst)
+            elif self.conn is not None:
+                self.conn.input(seg)
+            self._after_call()
+
+    def _listen_input(self, seg: TcpSegment, row: Any, src: Optional[str] = None,
+                      dst: Optional[str] = None) -> None:
+        if src is None:
+            src, dst = self.stack.tcp.addresses(row, self.family)
+        peer = (src, seg.sport)
+        child = self._children.get(peer)
+        if child is not None:
+            # Queued behind the handshake's final ACK before the child's pcb existed.
+            with child._lock:
+                if child.conn is not None:
+                    child.conn.input(seg)
+                child._after_call()
+            return
+        opts = TcpOptions(seg.mss, seg.wscale, seg.sack_permitted,
+                          (seg.ts_val, seg.ts_ecr) if seg.ts_val is not None else None)
+        plen = len(seg.payload)
+        record = self.listener.input(src, seg.sport, dst, seg.dport, seg.seq,  # type: ignore[union-attr]
+                                     seg.ack, seg.flags, seg.window, opts, plen)
+        if record is not None:
+            extra = seg if (plen or seg.flags & FIN) else None
+            self._child_from_handshake(record, extra)
+
+    # -- after every call into the connection ---------------------------------------------
+
+    def _on_event(self, conn: TcpConnection, mask: int) -> None:
+        self._events |= mask
+
+    def _after_call(self) -> None:
+        """Send what the call produced, re-arm the timer, wake whoever waits (lock held)."""
+        if self._out:
+            # The connection holds ``self._out.append``: empty the list in place.
+            out = self._out[:]
+            self._out.clear()
+            self.stack.tcp.output(self, out)
+        conn = self.conn
+        if self._mode == _LISTENING:
+            self._arm(self.listener.next_timeout())  # type: ignore[union-attr]
+        elif conn is not None:
+            self._arm(conn.next_timeout())
+        if self._events:
+            events, self._events = self._events, 0
+            self._cv.notify_all()
+            if events & EV_STATE and conn is not None and conn.state == CLOSED:
+                self.stack.tcp.unhash(self)
+            self.stack._readiness_changed()
+            if self._parent is not None and events & (EV_STATE | EV_ERROR):
+                self._parent._events |= EV_READABLE
+
+    def _arm(self, due: Optional[float]) -> None:
+        if due is None:
+            if self._timer_due is not None:
+                self._timer.cancel()
+                self._timer_due = None
+            return
+        if self._timer_due is not None and self._timer_due <= due and self._timer.pending:
+            return      # an earlier run re-arms it
+        self._timer_due = due
+        self._timer.schedule(max(0.0, due - self.stack.clock()))
+
+    @staticmethod
+    def _on_timer(self: "TCPSocket") -> None:
+        with self._lock:
+            self._timer_due = None
+            if self._released:
+                return
+            now = self.stack.clock()
+            if self._mode == _LISTENING:
+                self.listener.on_timer(now)  # type: ignore[union-attr]
+            elif self.conn is not None:
+                self.conn.on_timer(now)
+            self._after_call()
+        self._maybe_release()
+
+    def _maybe_release(self) -> None:
+        """Give the id, PCQ and pcb back once the application closed the socket and
+        its connection is over (TIME_WAIT done, or never opened)."""
+        with self._lock:
+            if self._released or not self._closed:
+                return
+            conn = self.conn
+            if conn is not None and conn.state != CLOSED:
+                return
+            self._released = True
+            self._timer.cancel()
+        self.stack.tcp.release(self)
+
+    def stats(self) -> dict[str, int]:
+        """This socket's state as numbers: queued bytes, the connection's windows."""
+        conn = self.conn
+        if conn is None:
+            return {"accept_queue": len(self._accept_q)}
+        return {"state": conn.state, "snd_una": conn.snd_una, "snd_nxt": conn.snd_nxt,
+                "rcv_nxt": conn.rcv_nxt, "snd_wnd": conn.snd_wnd, "rcv_wnd": conn.rcv_wnd,
+                "time_wait": int(conn.state == TIME_WAIT)}
+
+
+def _options_from_row(seg: TcpSegment, f: int, row: Any) -> None:
+    """The options the core parsed (RFC 9293 3.1, RFC 7323, RFC 2018) onto ``seg``."""
+    if f & Flag.TCP_MSS:
+        seg.mss = int(row["tcp_mss"])
+    if f & Flag.TCP_WSCALE:
+        seg.wscale = int(row["tcp_wscale"])
+    if f & Flag.TCP_SACK_PERM:
+        seg.sack_permitted = True
+    if f & Flag.TCP_TS:
+        seg.ts_val = int(row["tcp_tsval"])
+        seg.ts_ecr = int(row["tcp_tsecr"])
+    if f & Flag.TCP_SACK:
+        n = int(row["tcp_sack_count"])
+        seg.sack_blocks = tuple((int(a), int(b)) for a, b in row["tcp_sack"][:n].tolist())
+
+
+__all__ = ["TCPSocket", "SOCK_STREAM", "IPPROTO_TCP", "TCP_NODELAY", "SO_LINGER", "SO_KEEPALIVE",
+           "RST", "SYN"]
