@@ -53,7 +53,8 @@ from fastproto.wire.ip import ipv6 as ipv6_packet
 from fastproto.wire.ip import link_local_address
 from fastproto.wire.l4 import icmp_echo, udp
 from fastproto.tcp_layer import TcpLayer
-from fastproto.tcp_socket import SOCK_STREAM, TCPSocket
+from fastproto.socket import SOL_SOCKET
+from fastproto.tcp_socket import SO_REUSEADDR, SOCK_STREAM, TCPSocket
 
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
@@ -839,6 +840,41 @@ class Stack:
             # Attached before its pcb enters the table (the demux's rule).
             self.demux.attach(sid, sock.pcq)
             self._socks[sid] = sock
+        return sock
+
+    def create_connection(self, address: tuple[str, int], timeout: Optional[float] = None,
+                          source_address: Optional[tuple[str, int]] = None) -> TCPSocket:
+        """A TCP socket connected to ``address`` (``socket.create_connection``):
+        IPv6 when the host is an IPv6 address; ``timeout`` seconds for the connect
+        and afterwards; bound to ``source_address`` first if given."""
+        host = address[0]
+        family = AF_INET6 if ":" in host else AF_INET
+        sock = self.tcp.socket(family)
+        try:
+            if timeout is not None:
+                sock.settimeout(timeout)
+            if source_address is not None:
+                sock.bind(source_address)
+            sock.connect(address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def create_server(self, address: tuple[str, int], *, family: int = AF_INET,
+                      backlog: Optional[int] = None, reuse_port: bool = False) -> TCPSocket:
+        """A TCP socket bound to ``address`` and listening (``socket.create_server``;
+        ``SO_REUSEADDR`` set, as there).  ``reuse_port`` is not supported."""
+        if reuse_port:
+            raise ValueError("SO_REUSEPORT not supported on this platform")
+        sock = self.tcp.socket(family)
+        try:
+            sock.setsockopt(SOL_SOCKET, SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(128 if backlog is None else backlog)
+        except BaseException:
+            sock.close()
+            raise
         return sock
 
     def _new_id(self) -> int:

@@ -309,3 +309,30 @@ def test_sockets_are_released_after_time_wait():
         while a.sockets() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert a.sockets() == []
+
+
+@pytest.mark.parametrize("family, server_host, client_host", [(AF_INET, B4, B4), (AF_INET6, B6, B6)])
+def test_create_server_and_create_connection(family, server_host, client_host):
+    a, b = pair()
+    with a, b:
+        srv = b.create_server(("", 8080), family=family)
+        srv.settimeout(5.0)
+        t, result = serve(srv, lambda conn: conn.sendall(recv_all(conn)) or conn.close())
+        c = a.create_connection((client_host, 8080), timeout=5.0)
+        assert c.family == family and c.gettimeout() == 5.0
+        c.sendall(b"ping")
+        c.shutdown(pysocket.SHUT_WR)
+        assert recv_all(c) == b"ping"
+        t.join(10)
+        assert "error" not in result, result
+
+
+def test_create_connection_to_a_closed_port_raises_and_releases_the_socket():
+    a, b = pair()
+    with a, b:
+        with pytest.raises(ConnectionRefusedError):
+            a.create_connection((B4, 9), timeout=5.0)
+        deadline = time.monotonic() + 5
+        while a.sockets() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert a.sockets() == []
