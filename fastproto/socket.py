@@ -107,7 +107,31 @@ def _address6(addr: Any) -> Addr:
         raise _pysocket.gaierror(_pysocket.EAI_NONAME, "Name or service not known") from None
 
 
-class DatagramSocket(abc.ABC):
+class Timeouts:
+    """The timeout calls every socket shares (``_timeout``: None blocks, 0 does not,
+    > 0 blocks for at most that many seconds)."""
+
+    _timeout: Optional[float]
+
+    def settimeout(self, value: Optional[float]) -> None:
+        """None: blocking; 0: non-blocking; > 0: blocking for at most ``value`` seconds."""
+        if value is not None:
+            value = float(value)
+            if value < 0:
+                raise ValueError("Timeout value out of range")
+        self._timeout = value
+
+    def gettimeout(self) -> Optional[float]:
+        return self._timeout
+
+    def setblocking(self, flag: bool) -> None:
+        self._timeout = None if flag else 0.0
+
+    def getblocking(self) -> bool:
+        return self._timeout != 0.0
+
+
+class DatagramSocket(Timeouts, abc.ABC):
     """What UDP and raw sockets share: addresses, options, the receive queue."""
 
     family = AF_INET
@@ -216,23 +240,6 @@ class DatagramSocket(abc.ABC):
         return self._peer
 
     # -- options -----------------------------------------------------------------
-
-    def settimeout(self, value: Optional[float]) -> None:
-        """None: blocking; 0: non-blocking; > 0: blocking for at most ``value`` seconds."""
-        if value is not None:
-            value = float(value)
-            if value < 0:
-                raise ValueError("Timeout value out of range")
-        self._timeout = value
-
-    def gettimeout(self) -> Optional[float]:
-        return self._timeout
-
-    def setblocking(self, flag: bool) -> None:
-        self._timeout = None if flag else 0.0
-
-    def getblocking(self) -> bool:
-        return self._timeout != 0.0
 
     def setsockopt(self, level: int, option: int, value: int) -> None:
         """``SOL_SOCKET`` options ``SO_RCVBUF`` (bytes of queued payload),

@@ -50,7 +50,7 @@ from fastproto.proto.tcp import (CLOSED, ERROR_EXCEPTIONS, ESTABLISHED, EV_ERROR
 from fastproto.proto.tcp_listen import Listener, ListenConfig, TcpOptions
 from fastproto.sched.continuation import Continuation
 from fastproto.socket import (AF_INET, AF_INET6, SHUT_RD, SHUT_RDWR, SHUT_WR, SOL_SOCKET, Addr,
-                              _address, _address6, _oserror)
+                              Timeouts, _address, _address6, _oserror)
 from fastproto.wire.tcp import FIN, RST, SYN, TcpSegment
 
 if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
@@ -76,7 +76,7 @@ _LAZY_SLICE = 0.001
 _FRESH, _LISTENING, _CONNECTED = 0, 1, 2
 
 
-class TCPSocket:
+class TCPSocket(Timeouts):
     """A TCP socket (``SOCK_STREAM``) of ``stack``; made by ``stack.socket(family, SOCK_STREAM)``."""
 
     type = SOCK_STREAM
@@ -163,22 +163,6 @@ class TCPSocket:
         return self._peer if self.family == AF_INET else (*self._peer, 0, 0)  # type: ignore[return-value]
 
     # -- timeouts -----------------------------------------------------------------
-
-    def settimeout(self, value: Optional[float]) -> None:
-        if value is not None:
-            value = float(value)
-            if value < 0:
-                raise ValueError("Timeout value out of range")
-        self._timeout = value
-
-    def gettimeout(self) -> Optional[float]:
-        return self._timeout
-
-    def setblocking(self, flag: bool) -> None:
-        self._timeout = None if flag else 0.0
-
-    def getblocking(self) -> bool:
-        return self._timeout != 0.0
 
     def _deadline(self) -> Optional[float]:
         return None if self._timeout is None else time.monotonic() + self._timeout
