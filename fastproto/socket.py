@@ -23,7 +23,7 @@ import socket as _pysocket
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from fastproto._core.pcq import PCQ
 
@@ -62,6 +62,20 @@ UDP6_MAX_PAYLOAD = 65527
 
 def _oserror(code: int, cls: type[OSError] = OSError) -> OSError:
     return cls(code, os.strerror(code))
+
+
+def ephemeral_port(taken: Callable[[int], bool], exhausted: int) -> int:
+    """A port of :data:`EPHEMERAL_PORTS` for which ``taken(port)`` is false, the
+    search starting at a random one (RFC 6056 3.3.1); ``OSError(exhausted)``
+    when every one is taken."""
+    lo, hi = EPHEMERAL_PORTS
+    span = hi - lo + 1
+    start = int.from_bytes(os.urandom(2), "big") % span
+    for i in range(span):
+        port = lo + (start + i) % span
+        if not taken(port):
+            return port
+    raise _oserror(exhausted)
 
 
 def _address(addr: Any) -> Addr:
@@ -662,17 +676,9 @@ class UDP6Socket(UDPSocket):
             raise _oserror(errno.ENOTCONN)
         return self.stack._sockaddr6(*self._peer)
 
-    def _stack_bind(self, host: str, port: int) -> None:
-        self.stack._udp6_bind(self, host, port)
-
-    def _stack_connect(self, host: str, port: int) -> None:
-        self.stack._udp6_connect(self, host, port)
-
     def _stack_output(self, host: str, port: int, payload: bytes) -> None:
         self.stack._udp6_output(self, host, port, payload)
 
-    def _stack_close(self) -> None:
-        self.stack._udp6_close(self)
 
 
 Socket = Union[UDPSocket, UDP6Socket, RawSocket]

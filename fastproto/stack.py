@@ -53,7 +53,7 @@ from fastproto.wire.ip import ipv6 as ipv6_packet
 from fastproto.wire.ip import link_local_address
 from fastproto.wire.l4 import icmp_echo, udp
 from fastproto.tcp_layer import TcpLayer
-from fastproto.socket import SOL_SOCKET
+from fastproto.socket import SOL_SOCKET, ephemeral_port
 from fastproto.tcp_socket import SO_REUSEADDR, SOCK_STREAM, TCPSocket
 
 IPPROTO_ICMP = 1
@@ -915,27 +915,26 @@ class Stack:
         return (IPPROTO_UDP, sock._laddr, sock._lport, peer[0] if peer else None,
                 peer[1] if peer else 0)
 
+    def _is_local(self, family: int, host: str) -> bool:
+        """Whether ``host`` (text) is the wildcard or one of our addresses of ``family``."""
+        if family == AF_INET6:
+            return host == _ANY6 or ipaddress.IPv6Address(host).packed in self._ip6_mine
+        return host in (_ANY, self.ip)
+
     def _udp_bind(self, sock: UDPSocket, host: str, port: int) -> None:
-        if host not in (_ANY, self.ip):
+        if not self._is_local(sock.family, host):
             raise _oserror(errno.EADDRNOTAVAIL)
+        # IPv4 and IPv6 have separate port spaces (no dual stack).
+        binds = self._binds6 if sock.family == AF_INET6 else self._binds
         with self._ports_lock:
             if port == 0:
-                port = self._ephemeral_port()
-            for other in self._binds.get(port, ()):
-                if other._laddr == _ANY or host == _ANY or other._laddr == host:
+                port = ephemeral_port(binds.__contains__, errno.EAGAIN)
+            for other in binds.get(port, ()):
+                if other._laddr == sock._any or host == sock._any or other._laddr == host:
                     raise _oserror(errno.EADDRINUSE)
             self.table.insert(IPPROTO_UDP, host, port, None, 0, sock.id)
-            self._binds.setdefault(port, []).append(sock)
+            binds.setdefault(port, []).append(sock)
             sock._laddr, sock._lport = host, port
-
-    def _ephemeral_port(self) -> int:
-        lo, hi = 49152, 65535
-        start = lo + int.from_bytes(os.urandom(2), "big") % (hi - lo + 1)
-        for i in range(hi - lo + 1):
-            port = lo + (start - lo + i) % (hi - lo + 1)
-            if port not in self._binds:
-                return port
-        raise _oserror(errno.EAGAIN)
 
     def _check_route(self, host: str) -> None:
         if ":" in host:
@@ -947,26 +946,40 @@ class Stack:
             self._count("ip.no_route")
             raise _oserror(errno.ENETUNREACH)
 
+    def _source_address(self, family: int, host: str) -> str:
+        """Our address (text) for talking to ``host``: the IPv4 one, or the IPv6
+        one of the same scope (RFC 6724 5)."""
+        if family == AF_INET6:
+            return str(ipaddress.IPv6Address(self._source6(ipaddress.IPv6Address(host).packed)))
+        return self.ip
+
     def _udp_connect(self, sock: UDPSocket, host: str, port: int) -> None:
         self._check_route(host)
         with self._ports_lock:
             old = self._pcb_key(sock)
             # connect() fixes the source address (RFC 1122 4.1.3.4).
-            laddr = self.ip if sock._laddr == _ANY else sock._laddr
+            laddr = self._source_address(sock.family, host) if sock._laddr == sock._any \
+                else sock._laddr
             self.table.insert(IPPROTO_UDP, laddr, sock._lport, host, port, sock.id)
             self.table.remove(*old)
             sock._laddr, sock._peer = laddr, (host, port)
             sock._error = 0
 
     def _udp_close(self, sock: UDPSocket) -> None:
+        binds = self._binds6 if sock.family == AF_INET6 else self._binds
         with self._ports_lock:
             if sock._lport:
                 self.table.remove(*self._pcb_key(sock))
-                users = self._binds.get(sock._lport, [])
+                users = binds.get(sock._lport, [])
                 if sock in users:
                     users.remove(sock)
                 if not users:
-                    self._binds.pop(sock._lport, None)
+                    binds.pop(sock._lport, None)
+        self._release_socket(sock, "udp.closed_drops")
+
+    def _release_socket(self, sock: Any, drops: str) -> None:
+        """Give back a socket whose pcb already left the table: detach its PCQ,
+        free (and count under ``drops``) the packets still on it, free its id."""
         with self._demux_lock:
             # Detached after its pcb left the table (the demux's rule).
             self.demux.detach(sock.id)
@@ -979,7 +992,7 @@ class Stack:
                 hs = sock.pcq.get_many(256)
                 if not len(hs):
                     break
-                self._count("udp.closed_drops", len(hs))
+                self._count(drops, len(hs))
                 self.pool.free_many(hs)
         with self._demux_lock:
             self._free_ids.append(sock.id)
@@ -1476,42 +1489,6 @@ class Stack:
             self._socks[sid] = sock
         return sock
 
-    def _udp6_bind(self, sock: UDPSocket, host: str, port: int) -> None:
-        if host != _ANY6 and ipaddress.IPv6Address(host).packed not in self._ip6_mine:
-            raise _oserror(errno.EADDRNOTAVAIL)
-        with self._ports_lock:
-            if port == 0:
-                port = self._ephemeral_port6()
-            for other in self._binds6.get(port, ()):
-                if other._laddr == _ANY6 or host == _ANY6 or other._laddr == host:
-                    raise _oserror(errno.EADDRINUSE)
-            self.table.insert(IPPROTO_UDP, host, port, None, 0, sock.id)
-            self._binds6.setdefault(port, []).append(sock)
-            sock._laddr, sock._lport = host, port
-
-    def _ephemeral_port6(self) -> int:
-        lo, hi = 49152, 65535
-        start = lo + int.from_bytes(os.urandom(2), "big") % (hi - lo + 1)
-        for i in range(hi - lo + 1):
-            port = lo + (start - lo + i) % (hi - lo + 1)
-            if port not in self._binds6:
-                return port
-        raise _oserror(errno.EAGAIN)
-
-    def _udp6_connect(self, sock: UDPSocket, host: str, port: int) -> None:
-        self._check_route6(host)
-        with self._ports_lock:
-            old = self._pcb_key(sock)
-            # connect() fixes the source address (RFC 1122 4.1.3.4, RFC 6724 5).
-            laddr = sock._laddr
-            if laddr == _ANY6:
-                laddr = str(ipaddress.IPv6Address(
-                    self._source6(ipaddress.IPv6Address(host).packed)))
-            self.table.insert(IPPROTO_UDP, laddr, sock._lport, host, port, sock.id)
-            self.table.remove(*old)
-            sock._laddr, sock._peer = laddr, (host, port)
-            sock._error = 0
-
     def _udp6_output(self, sock: UDPSocket, host: str, port: int, payload: bytes) -> None:
         self._check_route6(host)
         dst = ipaddress.IPv6Address(host).packed
@@ -1520,32 +1497,6 @@ class Stack:
         self._count("udp6.sent")
         # udp() always computes the checksum, sending a zero as 0xFFFF (RFC 8200 8.1).
         self._send_ip6(dst, IPPROTO_UDP, udp(src, dst, sock._lport, port, payload), src)
-
-    def _udp6_close(self, sock: UDPSocket) -> None:
-        with self._ports_lock:
-            if sock._lport:
-                self.table.remove(*self._pcb_key(sock))
-                users = self._binds6.get(sock._lport, [])
-                if sock in users:
-                    users.remove(sock)
-                if not users:
-                    self._binds6.pop(sock._lport, None)
-        with self._demux_lock:
-            # Detached after its pcb left the table (the demux's rule).
-            self.demux.detach(sock.id)
-            self._socks.pop(sock.id, None)
-        if sock._cont is not None:
-            sock._cont.cancel()
-        with sock._in_lock:
-            sock._closed = True
-            while True:
-                hs = sock.pcq.get_many(256)
-                if not len(hs):
-                    break
-                self._count("udp.closed_drops", len(hs))
-                self.pool.free_many(hs)
-        with self._demux_lock:
-            self._free_ids.append(sock.id)
 
     def _udp6_input(self, sock: UDPSocket) -> None:
         """udp6_input for ``sock``: as :meth:`_udp_input`, with IPv6 source addresses

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import os
 import random
 import threading
 from typing import TYPE_CHECKING, Any, Optional, Sequence
@@ -22,10 +21,10 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 from fastproto._core.pcq import PCQ
 from fastproto.proto.syncookie import SynCookies
 from fastproto.proto.tcp_isn import IsnGenerator
-from fastproto.proto.tcp_listen import Listener, ListenConfig, Segment
+from fastproto.proto.tcp_listen import Listener, ListenConfig
 from fastproto.proto.tcp_timers import TcpConfig
 from fastproto.sched.continuation import ContinuationQueue
-from fastproto.socket import AF_INET, AF_INET6, _oserror
+from fastproto.socket import AF_INET, AF_INET6, _oserror, ephemeral_port
 from fastproto.tcp_socket import TCPSocket
 from fastproto.wire.ip import ipv4 as ipv4_packet
 from fastproto.wire.ip import ipv6 as ipv6_packet
@@ -37,8 +36,6 @@ if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
 
 IPPROTO_TCP = 6
 MASK = 0xFFFFFFFF
-#: the ephemeral port range (RFC 6335 6)
-_EPHEMERAL = (49152, 65535)
 _IP_DF = 0x4000
 
 
@@ -106,19 +103,13 @@ class TcpLayer:
             stack._socks[sid] = sock
         return sock
 
-    def _local_ok(self, family: int, host: str) -> bool:
-        stack = self.stack
-        if family == AF_INET:
-            return host in ("0.0.0.0", stack.ip)
-        return host == "::" or ipaddress.IPv6Address(host).packed in stack._ip6_mine
-
     def bind(self, sock: TCPSocket, host: str, port: int) -> None:
         """Reserve ``(host, port)`` for ``sock`` (port 0: an ephemeral one)."""
-        if not self._local_ok(sock.family, host):
+        if not self.stack._is_local(sock.family, host):
             raise _oserror(errno.EADDRNOTAVAIL)
         with self.stack._ports_lock:
             if port == 0:
-                port = self._ephemeral(sock.family)
+                port = ephemeral_port(lambda p: (sock.family, p) in self._ports, errno.EADDRNOTAVAIL)
             for other in self._ports.get((sock.family, port), ()):
                 if other._laddr == sock._any or host == sock._any or other._laddr == host:
                     # SO_REUSEADDR lets a listener take a port whose old
@@ -127,16 +118,6 @@ class TcpLayer:
                         raise _oserror(errno.EADDRINUSE)
             self._ports.setdefault((sock.family, port), []).append(sock)
             sock._laddr, sock._lport = host, port
-
-    def _ephemeral(self, family: int) -> int:
-        lo, hi = _EPHEMERAL
-        span = hi - lo + 1
-        start = int.from_bytes(os.urandom(2), "big") % span
-        for i in range(span):
-            port = lo + (start + i) % span
-            if (family, port) not in self._ports:
-                return port
-        raise _oserror(errno.EADDRNOTAVAIL)
 
     def listener(self, sock: TCPSocket, backlog: int) -> Listener:
         """Start ``sock`` listening: its Listener, and its pcb in the table."""
@@ -153,17 +134,13 @@ class TcpLayer:
     def connect(self, sock: TCPSocket, host: str, port: int) -> None:
         """Give ``sock`` a route, a source address and port, and its connected pcb."""
         stack = self.stack
-        if sock.family == AF_INET:
-            stack._check_route(host)
-        else:
-            stack._check_route6(host)
+        stack._check_route(host)
         if port == 0:
             raise _oserror(errno.ECONNREFUSED, ConnectionRefusedError)
         if not sock._lport:
             self.bind(sock, sock._any, 0)
         if sock._laddr == sock._any:
-            sock._laddr = stack.ip if sock.family == AF_INET else str(
-                ipaddress.IPv6Address(stack._source6(ipaddress.IPv6Address(host).packed)))
+            sock._laddr = stack._source_address(sock.family, host)
         sock._peer = (host, port)
         self._route(sock)
         self._hash(sock, (IPPROTO_TCP, sock._laddr, sock._lport, host, port))
@@ -229,20 +206,7 @@ class TcpLayer:
                 # Its counters outlive it.
                 for k, v in sock.listener.stats().items():
                     self.counters[k] = self.counters.get(k, 0) + v
-        with stack._demux_lock:
-            # Detached after its pcb left the table (the demux's rule).
-            stack.demux.detach(sock.id)
-            stack._socks.pop(sock.id, None)
-        if sock._cont is not None:
-            sock._cont.cancel()
-        while True:
-            hs = sock.pcq.get_many(256)
-            if not len(hs):
-                break
-            self.count("tcp.closed_drops", len(hs))
-            stack.pool.free_many(hs)
-        with stack._demux_lock:
-            stack._free_ids.append(sock.id)
+        stack._release_socket(sock, "tcp.closed_drops")
 
     def release_now(self, sock: TCPSocket) -> None:
         """Release ``sock`` whatever its connection's state (the stack is closing)."""
@@ -261,36 +225,34 @@ class TcpLayer:
     # -- output -----------------------------------------------------------------------
 
     def output(self, sock: TCPSocket, items: Sequence[Any]) -> None:
-        """Send the segments ``sock`` produced: connection descriptors
-        ``(seq, ack, flags, window, options, payload)`` or listener Segments."""
+        """Send the segments ``sock`` produced: a connection's descriptors
+        ``(seq, ack, flags, window, options, payload)``, one batch to its peer, or
+        a listener's Segments (SYN-ACKs, resets), each to its own peer."""
         v4 = sock.family == AF_INET
-        packets: list[bytes] = []
-        dst = None
-        for item in items:
-            if isinstance(item, Segment):
+        self.count("tcp.out_segments", len(items))
+        if sock._route is None:
+            for item in items:
                 src = ipaddress.ip_address(item.src_ip).packed
                 dst = ipaddress.ip_address(item.dst_ip).packed
                 o = item.options
-                opts = tcp_options(o.mss, o.wscale, o.sack_permitted, o.ts)
                 seg = build_tcp(src, dst, item.src_port, item.dst_port, item.seq, item.ack,
-                                item.flags, item.window, opts)
-                if packets and dst != prev_dst:
-                    self._send(v4, prev_dst, packets)
-                    packets = []
-            else:
-                src, dst, pseudo, sport, dport = sock._route
-                seq, ack, flags, window, opts, payload = item
-                seg = build_tcp(src, dst, sport, dport, seq, ack, flags, window, opts, payload,
-                                pseudo=pseudo)
-            if v4:
-                # DF set and ident 0: an atomic datagram (RFC 6864 4.1).
-                packets.append(ipv4_packet(src, dst, IPPROTO_TCP, seg, ident=0))
-            else:
-                packets.append(ipv6_packet(src, dst, IPPROTO_TCP, seg))
-            prev_dst = dst
-        if packets:
-            self._send(v4, dst, packets)
-        self.count("tcp.out_segments", len(items))
+                                item.flags, item.window, tcp_options(o.mss, o.wscale,
+                                                                     o.sack_permitted, o.ts))
+                self._send(v4, dst, [self._packet(v4, src, dst, seg)])
+            return
+        src, dst, pseudo, sport, dport = sock._route
+        self._send(v4, dst, [
+            self._packet(v4, src, dst, build_tcp(src, dst, sport, dport, seq, ack, flags, window,
+                                                 opts, payload, pseudo=pseudo))
+            for seq, ack, flags, window, opts, payload in items])
+
+    @staticmethod
+    def _packet(v4: bool, src: bytes, dst: bytes, segment: bytes) -> bytes:
+        """``segment`` in an IP packet; IPv4 with DF set and identification 0, an
+        atomic datagram (RFC 6864 4.1)."""
+        if v4:
+            return ipv4_packet(src, dst, IPPROTO_TCP, segment, ident=0)
+        return ipv6_packet(src, dst, IPPROTO_TCP, segment)
 
     def _send(self, v4: bool, dst: Any, packets: list[bytes]) -> None:
         if v4:
@@ -313,10 +275,8 @@ class TcpLayer:
             length = seg_len + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
             rst = build_tcp(dst, src, dport, sport, 0, (seq + length) & MASK, RST | ACK, 0)
         self.count("tcp.rst_no_socket")
-        if len(src) == 4:
-            self.stack._send_packets(src, [ipv4_packet(dst, src, IPPROTO_TCP, rst, ident=0)])
-        else:
-            self.stack._send_ip6_packets(src, [ipv6_packet(dst, src, IPPROTO_TCP, rst)])
+        v4 = len(src) == 4
+        self._send(v4, src, [self._packet(v4, dst, src, rst)])
 
     # -- input that is not a socket's PCQ --------------------------------------------
 

@@ -45,13 +45,13 @@ import numpy as np
 
 from fastproto._core.parse import Flag
 from fastproto._core.pcq import PCQ
-from fastproto.proto.tcp import (CLOSED, ERROR_EXCEPTIONS, ESTABLISHED, EV_ERROR, EV_READABLE,
-                                 EV_STATE, EV_WRITABLE, SYN_SENT, TIME_WAIT, TcpConnection)
-from fastproto.proto.tcp_listen import Listener, ListenConfig, TcpOptions
+from fastproto.proto.tcp import (CLOSED, ERROR_EXCEPTIONS, ESTABLISHED, EV_READABLE,
+                                 EV_STATE, SYN_SENT, TIME_WAIT, TcpConnection)
+from fastproto.proto.tcp_listen import Listener, TcpOptions
 from fastproto.sched.continuation import Continuation
 from fastproto.socket import (AF_INET, AF_INET6, SHUT_RD, SHUT_RDWR, SHUT_WR, SOL_SOCKET, Addr,
                               Timeouts, _address, _address6, _oserror)
-from fastproto.wire.tcp import FIN, RST, SYN, TcpSegment
+from fastproto.wire.tcp import FIN, TcpSegment
 
 if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
     from fastproto.stack import Stack
@@ -327,7 +327,8 @@ class TCPSocket(Timeouts):
         with self._lock:
             if self._mode == _LISTENING:
                 raise _oserror(errno.EINVAL)
-            if self.conn is None:
+            started = self.conn is None
+            if started:
                 self.stack.tcp.connect(self, host, port)
                 conn = TcpConnection(self.stack.tcp.config(self.family), self.stack.clock,
                                      self._out.append, self._on_event,
@@ -339,12 +340,12 @@ class TCPSocket(Timeouts):
                 self._mode = _CONNECTED
                 conn.connect(self.stack.tcp.isn_for(self._laddr, self._lport, host, port))
                 self._after_call()
-            elif self.conn.state != SYN_SENT:
-                if self.conn.state == ESTABLISHED or self.conn.state > ESTABLISHED:
-                    return errno.EISCONN
+            elif self.conn.state >= ESTABLISHED:
+                return errno.EISCONN
             conn = self.conn
             if conn.state == SYN_SENT and self._timeout == 0.0:
-                return errno.EINPROGRESS if self._events != -1 else errno.EALREADY
+                # The first call starts the handshake; later ones find it going.
+                return errno.EINPROGRESS if started else errno.EALREADY
             deadline = self._deadline()
             if not self._wait(lambda: conn.state != SYN_SENT, deadline):
                 # Python's socket leaves the attempt undefined after a timeout: abort it.
@@ -410,8 +411,7 @@ class TCPSocket(Timeouts):
         """Up to ``bufsize`` bytes; ``b""`` once the peer closed and all was read."""
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
-        out = self._recv(lambda c: c.recv(bufsize), b"")
-        return out
+        return self._recv(lambda c: c.recv(bufsize), b"")  # type: ignore[no-any-return]
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         """Read up to ``nbytes`` (default: the buffer's length) into ``buffer``; how many."""
@@ -626,8 +626,6 @@ class TCPSocket(Timeouts):
             if events & EV_STATE and conn is not None and conn.state == CLOSED:
                 self.stack.tcp.unhash(self)
             self.stack._readiness_changed()
-            if self._parent is not None and events & (EV_STATE | EV_ERROR):
-                self._parent._events |= EV_READABLE
 
     def _arm(self, due: Optional[float]) -> None:
         if due is None:
@@ -693,5 +691,4 @@ def _options_from_row(seg: TcpSegment, f: int, row: Any) -> None:
         seg.sack_blocks = tuple((int(a), int(b)) for a, b in row["tcp_sack"][:n].tolist())
 
 
-__all__ = ["TCPSocket", "SOCK_STREAM", "IPPROTO_TCP", "TCP_NODELAY", "SO_LINGER", "SO_KEEPALIVE",
-           "RST", "SYN"]
+__all__ = ["TCPSocket", "SOCK_STREAM", "IPPROTO_TCP", "TCP_NODELAY", "SO_LINGER", "SO_KEEPALIVE"]
