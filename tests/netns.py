@@ -20,7 +20,9 @@ The child script starts with ``PRELUDE`` in scope:
   bring it up (IPv6 off on it so the kernel sends no MLD/NDP chatter, unless
   ``ipv6`` gives an address, e.g. ``KERNEL_ADDR6``: then it is added with
   ``nodad`` and DAD is off on the device, so nothing waits);
-- ``report(obj)``: print ``obj`` as the one JSON line ``run_json`` returns.
+- ``report(obj)``: print ``obj`` as the one JSON line ``run_json`` returns;
+- ``STACK_MAC``, ``TIMEOUT`` (3 s) and ``outcome(call)`` (what a socket call
+  did: ``"ok:<len>"`` or the exception's name), for the scenarios.
 
 Usage::
 
@@ -97,6 +99,18 @@ PRELUDE = textwrap.dedent(f"""
 
     def report(obj):
         print("NETNS-REPORT " + _json.dumps(obj), flush=True)
+
+    # The stack's MAC on the TAP, and how long a scenario waits for an answer (s).
+    STACK_MAC = bytes.fromhex("020000000002")
+    TIMEOUT = 3.0
+
+    def outcome(call):
+        '''What a socket call did: "ok:<len>", or the name of the exception it raised.'''
+        try:
+            got = call()
+        except Exception as exc:
+            return type(exc).__name__
+        return "ok" if got is None else f"ok:{{len(got) if isinstance(got, bytes) else got}}"
 """)
 
 _REPORT = "NETNS-REPORT "

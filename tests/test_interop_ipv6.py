@@ -15,22 +15,12 @@ import os, socket, struct, threading, time
 from fastproto.phy.tap import TapInterface
 from fastproto.stack import Stack
 
-STACK_MAC = bytes.fromhex("020000000002")
-TIMEOUT = 3.0
-
 def stack_on_tap(tap):
     tap.up()
     kernel_side("fp0", ipv6=KERNEL_ADDR6)
     return Stack(tap, f"{STACK_ADDR}/24", mac=STACK_MAC, dispatch=MODEL,
                  ipv6=f"{STACK_ADDR6}/{PREFIX_LEN6}")
 
-def outcome(call):
-    '''What a socket call did: "ok:<len>", or the name of the exception it raised.'''
-    try:
-        got = call()
-    except Exception as exc:
-        return type(exc).__name__
-    return "ok" if got is None else f"ok:{len(got) if isinstance(got, bytes) else got}"
 """
 
 # UDP payload sizes: tiny, the largest unfragmented at MTU 1500 (1500 - 40 - 8),

@@ -15,9 +15,6 @@ import os, select, socket, struct, threading, time
 from fastproto.phy.tap import TapInterface
 from fastproto.stack import Stack
 
-STACK_MAC = bytes.fromhex("020000000002")
-TIMEOUT = 3.0
-
 def stack_on_tap(tap):
     tap.up()
     kernel_side("fp0")
@@ -32,13 +29,6 @@ def wait_for(cond, timeout=TIMEOUT):
         time.sleep(0.005)
     return True
 
-def outcome(call):
-    '''What a socket call did: "ok:<len>", or the name of the exception it raised.'''
-    try:
-        got = call()
-    except Exception as exc:
-        return type(exc).__name__
-    return "ok" if got is None else f"ok:{len(got) if isinstance(got, bytes) else got}"
 """
 
 # UDP payload sizes: tiny, the largest unfragmented at MTU 1500, the
