@@ -551,19 +551,26 @@ class TCPSocket(Timeouts):
         lens = rows["payload_len"].tolist()
         sports = rows["sport"].tolist()
         dports = rows["dport"].tolist()
+        # Timestamps ride on nearly every segment (RFC 7323): read them per
+        # batch; the rarer options per segment.
+        tsvals = rows["tcp_tsval"].tolist()
+        tsecrs = rows["tcp_tsecr"].tolist()
         conn = self.conn
         listening = self._mode == _LISTENING
         stack = self.stack
         for k, h in enumerate(hs.tolist()):
             f = flags[k]
-            if f & Flag.FRAGMENT:
+            if f & _FRAGMENT:
                 # TCP in IP fragments (rare: our peers send DF): whole once reassembled.
                 stack.tcp.fragment(int(h), rows[k])
                 continue
             base = h * size + offs[k]
             seg = TcpSegment(sports[k], dports[k], seqs[k], acks[k], tflags[k], wins[k],
                              flat[base:base + lens[k]])
-            if f & (Flag.TCP_MSS | Flag.TCP_WSCALE | Flag.TCP_SACK_PERM | Flag.TCP_SACK | Flag.TCP_TS):
+            if f & _TS:
+                seg.ts_val = tsvals[k]
+                seg.ts_ecr = tsecrs[k]
+            if f & _RARE_OPTIONS:
                 _options_from_row(seg, f, rows[k])
             if listening:
                 self._listen_input(seg, rows[k])
@@ -675,17 +682,21 @@ class TCPSocket(Timeouts):
                 "time_wait": int(conn.state == TIME_WAIT)}
 
 
+# Plain ints: IntFlag arithmetic costs a call per segment.
+_RARE_OPTIONS = int(Flag.TCP_MSS | Flag.TCP_WSCALE | Flag.TCP_SACK_PERM | Flag.TCP_SACK)
+_TS = int(Flag.TCP_TS)
+_FRAGMENT = int(Flag.FRAGMENT)
+
+
 def _options_from_row(seg: TcpSegment, f: int, row: Any) -> None:
-    """The options the core parsed (RFC 9293 3.1, RFC 7323, RFC 2018) onto ``seg``."""
+    """The options other than timestamps the core parsed (RFC 9293 3.1, RFC 7323,
+    RFC 2018) onto ``seg``."""
     if f & Flag.TCP_MSS:
         seg.mss = int(row["tcp_mss"])
     if f & Flag.TCP_WSCALE:
         seg.wscale = int(row["tcp_wscale"])
     if f & Flag.TCP_SACK_PERM:
         seg.sack_permitted = True
-    if f & Flag.TCP_TS:
-        seg.ts_val = int(row["tcp_tsval"])
-        seg.ts_ecr = int(row["tcp_tsecr"])
     if f & Flag.TCP_SACK:
         n = int(row["tcp_sack_count"])
         seg.sack_blocks = tuple((int(a), int(b)) for a, b in row["tcp_sack"][:n].tolist())
