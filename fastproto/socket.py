@@ -125,6 +125,7 @@ class Timeouts:
     """The timeout calls every socket shares (``_timeout``: None blocks, 0 does not,
     > 0 blocks for at most that many seconds)."""
 
+    __slots__ = ()   # so that a subclass with slots has no __dict__
     _timeout: Optional[float]
 
     def settimeout(self, value: Optional[float]) -> None:
@@ -155,6 +156,7 @@ class DatagramSocket(Timeouts, abc.ABC):
     max_payload = UDP_MAX_PAYLOAD
     #: the section of the stack's counters this socket counts in
     _section = "udp"
+    _delivered_key = "udp.delivered"
     #: the family's unspecified address (the local wildcard)
     _any = _ANY
 
@@ -312,10 +314,12 @@ class DatagramSocket(Timeouts, abc.ABC):
 
     def send(self, data: Any, flags: int = 0) -> int:
         """Send one datagram to the connected peer."""
-        self._check_open()
-        if self._peer is None:
+        if self._closed:
+            raise _oserror(errno.EBADF)
+        peer = self._peer
+        if peer is None:
             raise _oserror(errno.EDESTADDRREQ)
-        return self._send(data, *self._peer)
+        return self._send(data, peer[0], peer[1])
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         self.send(data, flags)
@@ -327,8 +331,10 @@ class DatagramSocket(Timeouts, abc.ABC):
         if len(payload) > self.max_payload:
             raise _oserror(errno.EMSGSIZE)
         self._check_send_port(port)
-        self._take_error()
-        self._autobind()
+        if self._error:
+            self._take_error()
+        if not self._lport:
+            self._autobind()
         self._stack_output(host, port, payload)
         return len(payload)
 
@@ -370,7 +376,7 @@ class DatagramSocket(Timeouts, abc.ABC):
         if queued:
             if stack._pulling_sock is self:
                 stack._rx_interrupt()
-            key = f"{self._section}.delivered"
+            key = self._delivered_key
             with stack._count_lock:
                 stack._c[key] = stack._c.get(key, 0) + queued
             if stack._selecting:
@@ -406,15 +412,13 @@ class DatagramSocket(Timeouts, abc.ABC):
         lazy = dispatch.lazy_receiver
         pulling = False
         try_pull = lazy
+        cont = self._cont if lazy else None
         try:
             while True:
-                # Lazy receiver processing: this thread does its socket's pending work.
-                cont = self._cont if lazy else None
-                busy = cont is not None and cont.pending
-                ran = dispatch.receiver_run(self)
-                # Pending but not run here: it is running in another thread, which
-                # will deliver and notify.
-                busy = busy and not ran
+                # Lazy receiver processing: this thread does its socket's pending
+                # work.  Pending but not run here: it is running in another
+                # thread, which will deliver and notify.
+                busy = cont is not None and cont.pending and not dispatch.receiver_run(self)
                 with self._lock:
                     if self._error:
                         code, self._error = self._error, 0
@@ -452,16 +456,18 @@ class DatagramSocket(Timeouts, abc.ABC):
                     if not pulling:
                         try_pull = False
                         continue
-                if stack._receiver_pull(self):
-                    continue
+                nap = _PULL_SLICE if remaining is None else min(remaining, _PULL_SLICE)
                 poll = stack.busy_poll if self.busy_poll is None else self.busy_poll
-                if poll and stack._busy_poll(poll * 1e-6):
-                    continue
-                # The interface's interrupt now wakes this thread.  Bounded,
-                # so that the stack's timers (which the puller thread, kept
-                # out, would run) are run here in time.
-                stack._receiver_sleep(self, _PULL_SLICE if remaining is None
-                                      else min(remaining, _PULL_SLICE))
+                while not stack._receiver_pull(self):
+                    if poll and stack._busy_poll(poll * 1e-6):
+                        continue
+                    # The interface's interrupt now wakes this thread.  Bounded,
+                    # so that the stack's timers (which the puller thread, kept
+                    # out, would run) are run here in time.  Woken by a ring:
+                    # pull at once; else (time is up, or the socket has news)
+                    # look again from the top.
+                    if not stack._receiver_sleep(self, nap):
+                        break
         finally:
             if pulling:
                 stack._pull_end()
@@ -583,6 +589,8 @@ class UDPSocket(DatagramSocket):
         super().__init__(stack, sock_id)
         #: the receive PCQ the demux puts this socket's packet handles on
         self.pcq = pcq
+        #: (destination, port, next-hop MAC, header template) of the last datagram sent
+        self._tx_flow: Optional[tuple[bytes, int, bytes, bytes]] = None
 
     def _stack_bind(self, host: str, port: int) -> None:
         self.stack._udp_bind(self, host, port)
@@ -615,6 +623,7 @@ class RawSocket(DatagramSocket):
     type = SOCK_RAW
     max_payload = 65535 - 20
     _section = "raw"
+    _delivered_key = "raw.delivered"
 
     def __init__(self, stack: "Stack", sock_id: int, proto: int) -> None:
         super().__init__(stack, sock_id)

@@ -33,6 +33,7 @@ import numpy as np
 from fastproto import BufferPool, Demux, PCBTable
 from fastproto._core.parse import Flag
 from fastproto._core.pcq import PCQ
+from fastproto._core.udp import udp4_frame, udp4_template, udp_take
 from fastproto.checksum import internet_checksum, pseudo_header_sum
 from fastproto.dispatch import MODELS, Dispatch, make_dispatch
 from fastproto.proto.arp import ArpCache
@@ -79,8 +80,9 @@ _IPV6_EXT_HEADERS = {0: 8, 43: 8, 44: 8, 51: 4, 60: 8}
 #: the interface index reported as the scope id of link-local addresses
 IPV6_SCOPE_ID = 1
 #: an IPv4 header without options followed by a UDP header (RFC 791, RFC 768)
-_IPV4_UDP = struct.Struct("!BBHHHBBH4s4sHHHH")
-_ETHERTYPE_IPV4 = ETH_P_IP.to_bytes(2, "big")
+#: an Ethernet header's length, and the MAC a frame built before ARP resolved carries
+_ETH_HEADER = 14
+_NO_MAC = bytes(6)
 #: seconds between runs of the ARP and reassembly timers
 _TIMER_INTERVAL = 0.05
 
@@ -166,13 +168,11 @@ class Stack:
         #: microseconds a pulling receiver spins on the rx ring before sleeping
         #: (SO_BUSY_POLL's default for the stack's sockets)
         self.busy_poll = busy_poll
-        #: destination text -> (packed address, broadcast?, sum of its 16-bit
-        #: words), for destinations already routed (the route never changes)
-        self._routes: dict[str, tuple[bytes, bool, int]] = {}
+        #: destination text -> (packed address, broadcast?), for destinations
+        #: already routed (the route never changes)
+        self._routes: dict[str, tuple[bytes, bool]] = {}
         #: packed IPv4 source -> its text, for the receive path
         self._src_names: dict[bytes, str] = {}
-        self._rx_views: Optional[tuple[memoryview, int, Callable[..., tuple[Any, ...]],
-                                       memoryview, int]] = None
         self._socks: dict[int, UDPSocket] = {}
         self._free_ids: list[int] = []
         self._next_id = 0
@@ -467,8 +467,8 @@ class Stack:
         the small handlers, then the woken sockets to the dispatch model."""
         with self._demux_lock:
             _, woken, other, unmatched = self.demux.input(handles, lengths)
-            with self._count_lock:
-                self._c["ip.rx_batches"] = self._c.get("ip.rx_batches", 0) + 1
+            # One writer at a time (the demux lock's holder): no counter lock.
+            self._c["ip.rx_batches"] = self._c.get("ip.rx_batches", 0) + 1
             if len(other) or len(unmatched):
                 rows = self.demux.rows
                 try:
@@ -480,7 +480,7 @@ class Stack:
                         self._guarded(self._unmatched_input, h, int(lengths[i]), rows[h])
                 finally:
                     self.pool.free_many(np.concatenate((handles[other], handles[unmatched])))
-            socks = [self._socks.get(sid) for sid in woken.tolist()]
+            socks = list(map(self._socks.get, woken.tolist()))
         wake = self.dispatch.wake
         for sock in socks:
             if sock is not None:
@@ -740,73 +740,36 @@ class Stack:
         with sock._in_lock:
             if sock._closed:
                 return
-            rows_all = self.demux.rows
-            views = self._rx_views
-            if views is None:
-                views = self._rx_views = self._make_rx_views()
-            rowbuf, rowsize, unpack_row, flat, size = views
-            items: list[tuple[bytes, tuple[str, int]]] = []
-            frags: list[bytes] = []
-            raw_copies: list[bytes] = []
             raws = self._raw
             raw_udp = bool(raws) and any(r.proto == IPPROTO_UDP for r in raws)
-            names = self._src_names
-            get_many, free_many = sock.pcq.get_many, self.pool.free_many
-            fragment = int(Flag.FRAGMENT)
-            while True:
-                hs = get_many(256)
-                if not len(hs):
-                    break
-                # Per packet: one unpack of its demux row and one copy of its
-                # payload, no per-field NumPy calls (this is the hot path).
-                for h in hs.tolist():
-                    src, flags, off, length, sport = unpack_row(rowbuf, h * rowsize)
-                    if flags & fragment:
-                        # A first fragment: its datagram is whole only after reassembly.
-                        frags.append(self._packet(h, rows_all[h]))
-                        continue
-                    if raw_udp:
-                        raw_copies.append(self._packet(h, rows_all[h]))
-                    name = names.get(src)
-                    if name is None:
-                        if len(names) >= 4096:
-                            names.clear()
-                        name = names[src] = str(ipaddress.IPv4Address(src))
-                    start = h * size + off
-                    items.append((bytes(flat[start:start + length]), (name, sport)))
-                free_many(hs)
-                if len(hs) < 256:
-                    break  # the PCQ is empty (what came since waits for the next run)
+            # Per datagram in the core: payload and source copied out of the
+            # buffer, the buffer freed (this is the hot path).
+            datagrams, held, bad = udp_take(sock.pcq, self.demux.rows, self.pool,
+                                            sock.pcq.maxlen, raw_udp)
+            frags = []
+            if held:
+                frags = [self._packet(h, self.demux.rows[h]) for h in held]
+                self.pool.free_many(held)
             with self._count_lock:
-                self._c["udp.input_runs"] = self._c.get("udp.input_runs", 0) + 1
-        for packet in raw_copies:
-            self._rip_input(packet)
+                c = self._c
+                c["udp.input_runs"] = c.get("udp.input_runs", 0) + 1
+                if bad:
+                    c["udp.bad_handles"] = c.get("udp.bad_handles", 0) + bad
+        names = self._src_names
+        items: list[tuple[bytes, tuple[str, int]]] = []
+        for d in datagrams:
+            name = names.get(d[1])
+            if name is None:
+                if len(names) >= 4096:
+                    names.clear()
+                name = names[d[1]] = str(ipaddress.IPv4Address(d[1]))
+            items.append((d[0], (name, d[2])))
+            if raw_udp:
+                self._rip_input(d[3])
         if items:
             sock._deliver(items)
         for packet in frags:
             self._fragment_input(packet)
-
-    def _make_rx_views(self) -> tuple[memoryview, int, Callable[..., tuple[Any, ...]],
-                                      memoryview, int]:
-        """Flat byte views of the demux rows and of the pool's buffers, and the
-        unpacker of a row's IPv4 source, flags, payload offset and length and
-        source port (laid out from the row dtype's own field offsets)."""
-        rows = self.demux.rows
-        fields = rows.dtype.fields
-        want = [("src", 12, "4s"), ("flags", 0, "I"), ("payload_off", 0, "H"),
-                ("payload_len", 0, "H"), ("sport", 0, "H")]
-        fmt, pos = "<", 0
-        for name, extra, code in want:
-            off = fields[name][1] + extra
-            if off < pos:
-                raise RuntimeError(f"demux row field {name} out of the expected order")
-            fmt += f"{off - pos}x{code}" if off > pos else code
-            pos = off + struct.calcsize("<" + code)
-        rowbuf = memoryview(rows.view(np.uint8).reshape(-1))
-        flat = memoryview(self.pool.data.reshape(-1))
-        return rowbuf, rows.dtype.itemsize, struct.Struct(fmt).unpack_from, flat, self.pool.size
-
-    # -- sockets ----------------------------------------------------------------
 
     def socket(self, family: int = AF_INET, type: int = SOCK_DGRAM,
                proto: int = 0) -> DatagramSocket:
@@ -1001,63 +964,52 @@ class Stack:
         route = self._routes.get(host)
         if route is None:
             route = self._route(host)
-        dst, broadcast, dst_sum = route
+        dst, broadcast = route
         if broadcast and not sock.broadcast:
             # As in BSD and Linux: broadcasting needs SO_BROADCAST.
             raise _oserror(errno.EACCES, PermissionError)
         laddr = sock._laddr
         if not broadcast and (laddr == _ANY or laddr == self.ip) and \
                 28 + len(payload) <= self.mtu:
-            self._udp_output_one(dst, dst_sum, sock._lport, port, payload)
+            self._udp_output_one(sock, dst, port, payload)
             return
         src = self.ip if laddr == _ANY else laddr
         self._count("udp.sent")
         self._send_ip(dst, IPPROTO_UDP, udp(src, dst, sock._lport, port, payload))
 
-    def _route(self, host: str) -> tuple[bytes, bool, int]:
-        """``(packed address, broadcast?, sum of its 16-bit words)`` for IPv4
+    def _route(self, host: str) -> tuple[bytes, bool]:
+        """``(packed address, broadcast?)`` for IPv4
         destination ``host`` once it is known to be routable (raising as
         ``_check_route`` does otherwise), remembered for the next datagrams."""
         self._check_route(host)
         dst = ipaddress.IPv4Address(host).packed
-        route = (dst, host in ("255.255.255.255", self.broadcast),
-                 ((dst[0] << 8) | dst[1]) + ((dst[2] << 8) | dst[3]))
+        route = (dst, host in ("255.255.255.255", self.broadcast))
         if len(self._routes) >= 4096:
             self._routes.clear()
         self._routes[host] = route
         return route
 
-    def _udp_output_one(self, dst: bytes, dst_sum: int, sport: int, dport: int,
-                        payload: bytes) -> None:
-        """One unicast UDP datagram that fits the MTU, from our address: the
-        IPv4 and UDP headers packed at once, their checksums from the cached
-        address sums, the frame built here when the next hop is resolved
-        (else it goes through ``_send_packets`` to wait for ARP)."""
-        src = self.ip_bytes
-        src_sum = ((src[0] << 8) | src[1]) + ((src[2] << 8) | src[3])
-        length = 8 + len(payload)
-        ident = next(self._ident) & 0xFFFF
-        # RFC 768: the checksum covers the pseudo-header (addresses, protocol,
-        # length), the header (ports, length) and the data; zero goes out as
-        # all ones.
-        csum = internet_checksum(payload, src_sum + dst_sum + IPPROTO_UDP + length
-                                 + sport + dport + length) or 0xFFFF
-        # RFC 791 3.1: version 4, IHL 5, TOS 0, no fragment flags, TTL 64.
-        total = 20 + length
-        hsum = 0x4500 + total + ident + (64 << 8 | IPPROTO_UDP) + src_sum + dst_sum
-        hsum = (hsum & 0xFFFF) + (hsum >> 16)
-        hsum = (hsum & 0xFFFF) + (hsum >> 16)
-        headers = _IPV4_UDP.pack(0x45, 0, total, ident, 0, 64, IPPROTO_UDP, ~hsum & 0xFFFF,
-                                 src, dst, sport, dport, length, csum)
+    def _udp_output_one(self, sock: UDPSocket, dst: bytes, dport: int, payload: bytes) -> None:
+        """One unicast UDP datagram that fits the MTU, from our address: built
+        in the core from the socket's header template for this destination
+        when the next hop is resolved (else through ``_send_packets``, to wait
+        for ARP)."""
         with self._arp_lock:
             mac = self.arp.lookup(dst)
+        sport = sock._lport
+        ident = next(self._ident) & 0xFFFF
         if mac is None:
             self._count("udp.sent")
-            self._send_packets(dst, [headers + payload])
+            self._send_packets(dst, [udp4_frame(
+                udp4_template(_NO_MAC, _NO_MAC, self.ip_bytes, dst, sport, dport),
+                payload, ident)[_ETH_HEADER:_ETH_HEADER + 28 + len(payload)]])
             return
-        frame = b"".join((mac, self.mac, _ETHERTYPE_IPV4, headers, payload))
-        if len(frame) < 60:
-            frame += bytes(60 - len(frame))  # the Ethernet minimum (without FCS)
+        flow = sock._tx_flow
+        if flow is None or flow[0] != dst or flow[1] != dport or flow[2] != mac:
+            # The headers every datagram of this flow shares, built once.
+            flow = sock._tx_flow = (dst, dport, mac,
+                                    udp4_template(mac, self.mac, self.ip_bytes, dst, sport, dport))
+        frame = udp4_frame(flow[3], payload, ident)
         with self._count_lock:
             c = self._c
             c["udp.sent"] = c.get("udp.sent", 0) + 1

@@ -33,6 +33,9 @@ class BufferPool:
     def is_allocated(self, handle: int) -> bool: ...
     def view(self, handle: int, length: Optional[int] = None) -> memoryview:
         """Writable zero-copy view of the first ``length`` bytes of a buffer."""
+    def store(self, frames: list[bytes], handles_out: npt.NDArray[np.uint64],
+              lengths_out: npt.NDArray[np.uint32]) -> tuple[int, int, int]:
+        """Copy frames into new buffers in order; (stored, oversize skipped, bytes stored)."""
     def batch_from_frames(self, frames: Iterable[_Frame]) -> Batch:
         """A Batch holding a copy of each frame in its own buffer."""
 

@@ -139,6 +139,47 @@ cdef class BufferPool:
         cdef Py_ssize_t start = <Py_ssize_t>h * self.size
         return self._flat[start:start + n]
 
+    def store(self, list frames not None, cnp.ndarray handles_out not None,
+              cnp.ndarray lengths_out not None):
+        """Copy frames (``bytes``) into newly allocated buffers, in order: frame
+        i's handle and length go to the next free slot of ``handles_out``
+        (uint64) and ``lengths_out`` (uint32).  Frames longer than a buffer
+        are skipped; copying stops when the outputs are full or the pool runs
+        out.  Returns ``(stored, oversize, stored_bytes)``: the caller counts
+        ``len(frames) - stored - oversize`` frames as dropped for want of a
+        buffer (or of room in the outputs).  The receive path of a device
+        whose ring holds ``bytes``: one call per batch, however small.
+        TypeError (nothing stored) if a frame is not ``bytes``."""
+        if cnp.PyArray_TYPE(handles_out) != cnp.NPY_UINT64 or \
+                cnp.PyArray_TYPE(lengths_out) != cnp.NPY_UINT32 or \
+                cnp.PyArray_NDIM(handles_out) != 1 or cnp.PyArray_NDIM(lengths_out) != 1 or \
+                not cnp.PyArray_IS_C_CONTIGUOUS(handles_out) or \
+                not cnp.PyArray_IS_C_CONTIGUOUS(lengths_out) or \
+                not cnp.PyArray_ISWRITEABLE(handles_out) or \
+                not cnp.PyArray_ISWRITEABLE(lengths_out):
+            raise ValueError("outputs must be writable 1-D contiguous uint64 and uint32 arrays")
+        cdef uint64_t *hs = <uint64_t *>cnp.PyArray_DATA(handles_out)
+        cdef uint32_t *ls = <uint32_t *>cnp.PyArray_DATA(lengths_out)
+        cdef Py_ssize_t room = min(cnp.PyArray_DIM(handles_out, 0), cnp.PyArray_DIM(lengths_out, 0))
+        cdef Py_ssize_t stored = 0, oversize = 0, nbytes = 0, n
+        cdef uint64_t h
+        for f in frames:
+            if not PyBytes_CheckExact(f):
+                raise TypeError(f"frames must be bytes, not {type(f).__name__}")
+        for f in frames:
+            n = PyBytes_GET_SIZE(f)
+            if n > self.size:
+                oversize += 1
+                continue
+            if stored >= room or not bufpool_alloc(self.pool, &h):
+                break
+            memcpy(buf_ptr(self.pool, h), PyBytes_AS_STRING(f), n)
+            hs[stored] = h
+            ls[stored] = <uint32_t>n
+            stored += 1
+            nbytes += n
+        return stored, oversize, nbytes
+
     def batch_from_frames(self, frames):
         """A Batch holding a copy of each frame (bytes-like) in its own buffer.
 

@@ -50,6 +50,10 @@ class Case:
     scale_name: str = "GB/s"
     #: calls whose own duration is long enough to time one at a time
     single_shot: bool = False
+    #: the callables time themselves: each call returns the seconds one unit
+    #: of ``work`` took by its own measure (e.g. a median round trip); the
+    #: best of a few calls is taken
+    self_timed: bool = False
     note: str = ""
 
 
@@ -131,11 +135,23 @@ def load_cases(group: str) -> Iterator[Case]:
         yield from module.cases()
 
 
+#: calls of a self-timed case (after one warm-up call); the best is taken
+SELF_TIMED_REPEATS = 3
+
+
+def _seconds(case: Case, fn: Callable[[], object], min_time: float) -> float:
+    """Seconds per call of ``fn`` (per unit of work for a self-timed case)."""
+    if case.self_timed:
+        fn()
+        return min(float(fn()) for _ in range(SELF_TIMED_REPEATS))  # type: ignore[arg-type]
+    return seconds_per_call(fn, min_time, single_shot=case.single_shot)
+
+
 def run_case(case: Case, min_time: float = 0.2) -> Result:
-    rate = case.work / seconds_per_call(case.fastproto, min_time, single_shot=case.single_shot)
+    rate = case.work / _seconds(case, case.fastproto, min_time)
     base = None
     if case.baseline is not None:
-        base = case.work / seconds_per_call(case.baseline, min_time, single_shot=case.single_shot)
+        base = case.work / _seconds(case, case.baseline, min_time)
     return Result(case, rate, base)
 
 

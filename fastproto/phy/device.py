@@ -406,81 +406,17 @@ class RingDevice(Device):
 
 def _copy_into_pool(frames: list[bytes], pool: BufferPool, handles_out: npt.NDArray[np.uint64],
                     lengths_out: npt.NDArray[np.uint32], c: dict[str, int]) -> int:
-    """Copy ``frames`` into buffers of ``pool``; fill the outputs and count.
-
-    Frames longer than a buffer are dropped (``rx_oversize``), frames beyond
-    the pool's free buffers too (``rx_no_buffer``).
-    """
+    """Copy ``frames`` into buffers of ``pool`` (one compiled call); fill the
+    outputs and count.  Frames longer than a buffer are dropped
+    (``rx_oversize``), frames beyond the pool's free buffers too
+    (``rx_no_buffer``)."""
     if not frames:
         return 0
-    size = pool.size
-    if max(map(len, frames)) > size:
-        kept = [f for f in frames if len(f) <= size]
-        c["rx_oversize"] += len(frames) - len(kept)
-        frames = kept
-    if len(frames) <= _FEW_FRAMES:
-        return _copy_each_alloc(frames, pool, handles_out, lengths_out, c)
-    free = pool.available
-    if free < len(frames):
-        c["rx_no_buffer"] += len(frames) - free
-        frames = frames[:free]
-    if not frames:
-        return 0
-    try:
-        # One compiled loop: allocate and memcpy the whole batch.
-        batch = pool.batch_from_frames(frames)
-    except BufferError:
-        # Another thread took buffers since ``available`` was read.
-        return _copy_each(frames, pool, handles_out, lengths_out, c)
-    n = batch.count
-    handles_out[:n] = batch.handles
-    lengths_out[:n] = batch.lengths
-    batch.clear()  # the buffers now belong to the caller
-    c["rx_frames"] += n
-    # Summed in Python: cheaper than a NumPy reduction for the few frames a
-    # request/response exchange brings per pull.
-    c["rx_bytes"] += sum(map(len, frames))
-    return n
-
-
-#: up to this many frames are copied one by one: allocating a batch costs more
-_FEW_FRAMES = 4
-
-
-def _copy_each_alloc(frames: list[bytes], pool: BufferPool, handles_out: npt.NDArray[np.uint64],
-                     lengths_out: npt.NDArray[np.uint32], c: dict[str, int]) -> int:
-    """As ``_copy_into_pool`` for a few frames that fit a buffer, one buffer at a time."""
-    got = nbytes = 0
-    for f in frames:
-        h = pool.alloc()
-        if h is None:
-            break
-        pool.view(h, len(f))[:] = f
-        handles_out[got] = h
-        lengths_out[got] = len(f)
-        nbytes += len(f)
-        got += 1
-    c["rx_no_buffer"] += len(frames) - got
+    got, oversize, nbytes = pool.store(frames, handles_out, lengths_out)
+    if got + oversize < len(frames):
+        c["rx_no_buffer"] += len(frames) - got - oversize
+    if oversize:
+        c["rx_oversize"] += oversize
     c["rx_frames"] += got
     c["rx_bytes"] += nbytes
-    return got
-
-
-def _copy_each(frames: list[bytes], pool: BufferPool, handles_out: npt.NDArray[np.uint64],
-               lengths_out: npt.NDArray[np.uint32], c: dict[str, int]) -> int:
-    """As ``_copy_into_pool`` for frames that fit a buffer, taking what buffers remain."""
-    handles = pool.alloc_many(len(frames))
-    got = len(handles)
-    c["rx_no_buffer"] += len(frames) - got
-    frames = frames[:got]
-    size = pool.size
-    flat = pool.data.data.cast("B")
-    for h, f in zip(handles.tolist(), frames):
-        off = h * size
-        flat[off:off + len(f)] = f
-    lengths = [len(f) for f in frames]
-    handles_out[:got] = handles
-    lengths_out[:got] = lengths
-    c["rx_frames"] += got
-    c["rx_bytes"] += sum(lengths)
     return got

@@ -1,0 +1,231 @@
+"""The core's per-datagram UDP work: frames built from a flow's template agree
+with scapy, and datagrams taken off a PCQ are the ones the demux put there."""
+import ipaddress
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+
+from fastproto import BufferPool, Demux, PCBTable, PCQ
+from fastproto._core.udp import ETH_MIN_FRAME, UDP4_HEADERS, udp4_frame, udp4_template, udp_take
+from fastproto.wire import ETH_P_IP, ETH_P_IPV6, ethernet, ipv4, ipv6, udp
+
+LOCAL, PEER = "198.18.0.2", "198.18.0.1"
+LOCAL6, PEER6 = "2001:2::2", "2001:2::1"
+MAC_L, MAC_P = bytes.fromhex("020000000002"), bytes.fromhex("020000000001")
+
+
+def _packed(addr):
+    return ipaddress.ip_address(addr).packed
+
+
+def _template(sport=4000, dport=53, ttl=64):
+    return udp4_template(MAC_P, MAC_L, _packed(LOCAL), _packed(PEER), sport, dport, ttl)
+
+
+# -- udp4_frame ------------------------------------------------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(payload=st.binary(max_size=1472), ident=st.integers(0, 0xFFFF),
+       sport=st.integers(1, 0xFFFF), dport=st.integers(1, 0xFFFF), ttl=st.integers(1, 255))
+def test_frame_matches_scapy(payload, ident, sport, dport, ttl):
+    frame = udp4_frame(_template(sport, dport, ttl), payload, ident)
+    # scapy recomputes both checksums from scratch: equal frames, equal sums.
+    want = bytes(Ether(dst=MAC_P, src=MAC_L) /
+                 IP(src=LOCAL, dst=PEER, id=ident, ttl=ttl, flags=0) /
+                 UDP(sport=sport, dport=dport) / payload)
+    want += bytes(max(0, ETH_MIN_FRAME - len(want)))
+    assert frame == want
+
+
+def test_zero_checksum_goes_out_as_all_ones():
+    # RFC 768: a computed zero is sent as 0xFFFF (zero means "no checksum").
+    for value in range(0x10000):
+        payload = value.to_bytes(2, "big")
+        frame = udp4_frame(_template(), payload, 0)
+        if Ether(frame)[UDP].chksum == 0xFFFF:
+            assert UDP(bytes(Ether(frame)[UDP]))  # parses
+            break
+    else:
+        pytest.fail("no two-byte payload sums to zero")
+    assert frame[UDP4_HEADERS - 2:UDP4_HEADERS] == b"\xff\xff"
+
+
+def test_short_frames_are_padded_to_the_ethernet_minimum():
+    frame = udp4_frame(_template(), b"", 7)
+    assert len(frame) == ETH_MIN_FRAME and frame[UDP4_HEADERS:] == bytes(ETH_MIN_FRAME - UDP4_HEADERS)
+    assert Ether(frame)[IP].len == 28
+
+
+def test_payload_may_be_any_contiguous_buffer():
+    data = bytearray(b"abc" * 30)
+    assert udp4_frame(_template(), memoryview(data), 1) == udp4_frame(_template(), bytes(data), 1)
+
+
+def test_oversized_payload_is_refused():
+    with pytest.raises(ValueError):
+        udp4_frame(_template(), bytes(65508), 0)
+
+
+def test_template_of_the_wrong_length_is_refused():
+    with pytest.raises(ValueError):
+        udp4_frame(_template()[:-1], b"x", 0)
+
+
+@pytest.mark.parametrize("args", [
+    (MAC_P[:5], MAC_L, _packed(LOCAL), _packed(PEER)),
+    (MAC_P, MAC_L, _packed(LOCAL6), _packed(PEER)),
+    (MAC_P, MAC_L, _packed(LOCAL), b"\x01\x02\x03"),
+])
+def test_template_with_bad_address_lengths_is_refused(args):
+    with pytest.raises(ValueError):
+        udp4_template(*args, 1, 2)
+
+
+# -- udp_take --------------------------------------------------------------------
+
+@pytest.fixture
+def rx():
+    pool = BufferPool(64)
+    table = PCBTable(nbuckets=64)
+    demux = Demux(pool, table, max_sockets=4, capacity=32)
+    pcq = PCQ(32)
+    demux.attach(0, pcq)
+    table.insert(17, LOCAL, 53, None, 0, 0)
+    table.insert(17, LOCAL6, 53, None, 0, 0)
+    return pool, demux, pcq
+
+
+def _deliver(pool, demux, frames):
+    batch = pool.batch_from_frames(frames)
+    delivered, _, _, _ = demux.input(batch.handles, batch.lengths)
+    batch.clear()  # the buffers now belong to the sockets' PCQs
+    return delivered
+
+
+def _v4(payload, sport=4000, pad=False):
+    frame = ethernet(MAC_L, MAC_P, ETH_P_IP, ipv4(PEER, LOCAL, 17, udp(PEER, LOCAL, sport, 53, payload)))
+    return frame + bytes(60 - len(frame)) if pad and len(frame) < 60 else frame
+
+
+def test_datagrams_come_out_in_order_with_source_and_buffers_freed(rx):
+    pool, demux, pcq = rx
+    payloads = [os.urandom(n) for n in (0, 1, 18, 500)]
+    assert _deliver(pool, demux, [_v4(p, 4000 + i, pad=True) for i, p in enumerate(payloads)]) == 4
+    datagrams, held, bad = udp_take(pcq, demux.rows, pool)
+    assert [d[0] for d in datagrams] == payloads  # padding is not payload
+    assert [d[1:] for d in datagrams] == [(_packed(PEER), 4000 + i) for i in range(4)]
+    assert held == [] and bad == 0
+    assert pool.available == pool.count and len(pcq) == 0
+
+
+def test_ipv6_sources_are_sixteen_bytes(rx):
+    pool, demux, pcq = rx
+    frame = ethernet(MAC_L, MAC_P, ETH_P_IPV6,
+                     ipv6(PEER6, LOCAL6, 17, udp(PEER6, LOCAL6, 9, 53, b"six")))
+    assert _deliver(pool, demux, [frame]) == 1
+    (datagram,), _, _ = udp_take(pcq, demux.rows, pool)
+    assert datagram == (b"six", _packed(PEER6), 9)
+
+
+def test_with_packet_gives_the_ip_packet_without_link_padding(rx):
+    pool, demux, pcq = rx
+    assert _deliver(pool, demux, [_v4(b"ab", pad=True)]) == 1
+    (datagram,), _, _ = udp_take(pcq, demux.rows, pool, with_packet=True)
+    packet = datagram[3]
+    assert IP(packet).len == len(packet) == 20 + 8 + 2
+    assert bytes(IP(packet)[UDP].payload) == b"ab"
+
+
+def test_first_fragments_are_held_for_the_caller(rx):
+    pool, demux, pcq = rx
+    whole = ipv4(PEER, LOCAL, 17, udp(PEER, LOCAL, 4000, 53, bytes(100)))
+    # First fragment: MF set, offset 0, 48 bytes of the UDP datagram.
+    head = bytearray(whole[:20 + 48])
+    head[2:4] = (20 + 48).to_bytes(2, "big")
+    head[6:8] = (0x2000).to_bytes(2, "big")
+    head[10:12] = b"\0\0"
+    check = 0
+    for i in range(0, 20, 2):
+        check += (head[i] << 8) | head[i + 1]
+    check = (check & 0xFFFF) + (check >> 16)
+    head[10:12] = (~check & 0xFFFF).to_bytes(2, "big")
+    assert _deliver(pool, demux, [ethernet(MAC_L, MAC_P, ETH_P_IP, bytes(head)), _v4(b"x")]) == 2
+    datagrams, held, bad = udp_take(pcq, demux.rows, pool)
+    assert [d[0] for d in datagrams] == [b"x"]
+    assert len(held) == 1 and pool.is_allocated(held[0])
+    pool.free_many(held)
+
+
+def test_max_items_bounds_one_take(rx):
+    pool, demux, pcq = rx
+    _deliver(pool, demux, [_v4(bytes([i])) for i in range(10)])
+    first, _, _ = udp_take(pcq, demux.rows, pool, 3)
+    rest, _, _ = udp_take(pcq, demux.rows, pool)
+    assert [d[0] for d in first + rest] == [bytes([i]) for i in range(10)]
+    assert len(first) == 3
+
+
+def test_handles_beyond_the_rows_are_counted_not_read(rx):
+    pool, demux, pcq = rx
+    pcq.put(10_000)
+    datagrams, held, bad = udp_take(pcq, demux.rows, pool)
+    assert (datagrams, held, bad) == ([], [], 1)
+
+
+def test_rows_of_the_wrong_shape_are_refused(rx):
+    pool, _, pcq = rx
+    with pytest.raises(ValueError):
+        udp_take(pcq, np.zeros(16, dtype=np.uint8), pool)
+
+
+# -- BufferPool.store ---------------------------------------------------------------
+
+def _outputs(n):
+    return np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint32)
+
+
+def test_store_copies_each_frame_into_its_own_buffer():
+    pool = BufferPool(8, size=64)
+    frames = [b"a" * 10, b"", b"b" * 64]
+    hs, ls = _outputs(4)
+    assert pool.store(frames, hs, ls) == (3, 0, 74)
+    assert [pool.view(int(h), int(n)).tobytes() for h, n in zip(hs[:3], ls[:3])] == frames
+    assert pool.available == 5
+
+
+def test_store_skips_oversize_frames_and_stops_when_the_pool_is_empty():
+    pool = BufferPool(2, size=16)
+    hs, ls = _outputs(8)
+    stored, oversize, nbytes = pool.store([b"x" * 17, b"1", b"2", b"3"], hs, ls)
+    assert (stored, oversize, nbytes) == (2, 1, 2)
+    assert pool.available == 0
+
+
+def test_store_stops_when_the_outputs_are_full():
+    pool = BufferPool(8)
+    hs, ls = _outputs(2)
+    assert pool.store([b"1", b"2", b"3"], hs, ls)[0] == 2
+    assert pool.available == 6
+
+
+@pytest.mark.parametrize("bad", [
+    (np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.uint32)),
+    (np.zeros(4, dtype=np.uint64), np.zeros(4, dtype=np.uint16)),
+    (np.zeros((2, 2), dtype=np.uint64), np.zeros(4, dtype=np.uint32)),
+    (np.zeros(8, dtype=np.uint64)[::2], np.zeros(4, dtype=np.uint32)),
+])
+def test_store_refuses_outputs_of_the_wrong_kind(bad):
+    pool = BufferPool(4)
+    with pytest.raises(ValueError):
+        pool.store([b"x"], *bad)
+    assert pool.available == 4
+
+
+def test_store_refuses_frames_that_are_not_bytes():
+    pool = BufferPool(4)
+    with pytest.raises(TypeError):
+        pool.store([bytearray(b"x")], *_outputs(4))
