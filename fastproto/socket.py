@@ -156,7 +156,8 @@ class DatagramSocket(Timeouts, abc.ABC):
     max_payload = UDP_MAX_PAYLOAD
     #: the section of the stack's counters this socket counts in
     _section = "udp"
-    _delivered_key = "udp.delivered"
+    #: the counters of datagrams and of payload bytes delivered
+    _delivered_keys = ("udp.delivered", "udp.delivered_bytes")
     #: the family's unspecified address (the local wildcard)
     _any = _ANY
 
@@ -357,7 +358,7 @@ class DatagramSocket(Timeouts, abc.ABC):
                 self.rcvbuf_drops += len(items)
                 stack._count(f"{self._section}.rcvbuf_drops", len(items))
                 return
-            queued = 0
+            queued = nbytes = 0
             rcvq, rcvbuf = self._rcvq, self.rcvbuf
             for data, addr in items:
                 # Like Linux: a datagram is taken while the buffer is below its
@@ -369,6 +370,7 @@ class DatagramSocket(Timeouts, abc.ABC):
                     continue
                 rcvq.append((data, addr))
                 self._rcv_bytes += len(data)
+                nbytes += len(data)
                 queued += 1
             self.rcv_datagrams += queued
             if queued and self._waiting:
@@ -376,9 +378,11 @@ class DatagramSocket(Timeouts, abc.ABC):
         if queued:
             if stack._pulling_sock is self:
                 stack._rx_interrupt()
-            key = self._delivered_key
+            key, bytes_key = self._delivered_keys
             with stack._count_lock:
-                stack._c[key] = stack._c.get(key, 0) + queued
+                c = stack._c
+                c[key] = c.get(key, 0) + queued
+                c[bytes_key] = c.get(bytes_key, 0) + nbytes
             if stack._selecting:
                 stack._readiness_changed()
 
@@ -623,7 +627,7 @@ class RawSocket(DatagramSocket):
     type = SOCK_RAW
     max_payload = 65535 - 20
     _section = "raw"
-    _delivered_key = "raw.delivered"
+    _delivered_keys = ("raw.delivered", "raw.delivered_bytes")
 
     def __init__(self, stack: "Stack", sock_id: int, proto: int) -> None:
         super().__init__(stack, sock_id)

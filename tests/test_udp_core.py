@@ -87,11 +87,12 @@ def test_template_with_bad_address_lengths_is_refused(args):
 
 # -- udp_take --------------------------------------------------------------------
 
-@pytest.fixture
-def rx():
+@pytest.fixture(params=["deferred", "verified first"])
+def rx(request):
     pool = BufferPool(64)
     table = PCBTable(nbuckets=64)
-    demux = Demux(pool, table, max_sockets=4, capacity=32)
+    demux = Demux(pool, table, max_sockets=4, capacity=32, verify_l4=True,
+                  defer_udp_checksum=request.param == "deferred")
     pcq = PCQ(32)
     demux.attach(0, pcq)
     table.insert(17, LOCAL, 53, None, 0, 0)
@@ -115,10 +116,10 @@ def test_datagrams_come_out_in_order_with_source_and_buffers_freed(rx):
     pool, demux, pcq = rx
     payloads = [os.urandom(n) for n in (0, 1, 18, 500)]
     assert _deliver(pool, demux, [_v4(p, 4000 + i, pad=True) for i, p in enumerate(payloads)]) == 4
-    datagrams, held, bad = udp_take(pcq, demux.rows, pool)
+    datagrams, held, bad, bad_sums, nread = udp_take(pcq, demux.rows, pool)
     assert [d[0] for d in datagrams] == payloads  # padding is not payload
     assert [d[1:] for d in datagrams] == [(_packed(PEER), 4000 + i) for i in range(4)]
-    assert held == [] and bad == 0
+    assert held == [] and bad == bad_sums == 0
     assert pool.available == pool.count and len(pcq) == 0
 
 
@@ -127,14 +128,14 @@ def test_ipv6_sources_are_sixteen_bytes(rx):
     frame = ethernet(MAC_L, MAC_P, ETH_P_IPV6,
                      ipv6(PEER6, LOCAL6, 17, udp(PEER6, LOCAL6, 9, 53, b"six")))
     assert _deliver(pool, demux, [frame]) == 1
-    (datagram,), _, _ = udp_take(pcq, demux.rows, pool)
+    (datagram,), *_ = udp_take(pcq, demux.rows, pool)
     assert datagram == (b"six", _packed(PEER6), 9)
 
 
 def test_with_packet_gives_the_ip_packet_without_link_padding(rx):
     pool, demux, pcq = rx
     assert _deliver(pool, demux, [_v4(b"ab", pad=True)]) == 1
-    (datagram,), _, _ = udp_take(pcq, demux.rows, pool, with_packet=True)
+    (datagram,), *_ = udp_take(pcq, demux.rows, pool, with_packet=True)
     packet = datagram[3]
     assert IP(packet).len == len(packet) == 20 + 8 + 2
     assert bytes(IP(packet)[UDP].payload) == b"ab"
@@ -154,7 +155,7 @@ def test_first_fragments_are_held_for_the_caller(rx):
     check = (check & 0xFFFF) + (check >> 16)
     head[10:12] = (~check & 0xFFFF).to_bytes(2, "big")
     assert _deliver(pool, demux, [ethernet(MAC_L, MAC_P, ETH_P_IP, bytes(head)), _v4(b"x")]) == 2
-    datagrams, held, bad = udp_take(pcq, demux.rows, pool)
+    datagrams, held, *_ = udp_take(pcq, demux.rows, pool)
     assert [d[0] for d in datagrams] == [b"x"]
     assert len(held) == 1 and pool.is_allocated(held[0])
     pool.free_many(held)
@@ -163,8 +164,8 @@ def test_first_fragments_are_held_for_the_caller(rx):
 def test_max_items_bounds_one_take(rx):
     pool, demux, pcq = rx
     _deliver(pool, demux, [_v4(bytes([i])) for i in range(10)])
-    first, _, _ = udp_take(pcq, demux.rows, pool, 3)
-    rest, _, _ = udp_take(pcq, demux.rows, pool)
+    first, *_ = udp_take(pcq, demux.rows, pool, 3)
+    rest, *_ = udp_take(pcq, demux.rows, pool)
     assert [d[0] for d in first + rest] == [bytes([i]) for i in range(10)]
     assert len(first) == 3
 
@@ -172,8 +173,72 @@ def test_max_items_bounds_one_take(rx):
 def test_handles_beyond_the_rows_are_counted_not_read(rx):
     pool, demux, pcq = rx
     pcq.put(10_000)
-    datagrams, held, bad = udp_take(pcq, demux.rows, pool)
-    assert (datagrams, held, bad) == ([], [], 1)
+    assert udp_take(pcq, demux.rows, pool) == ([], [], 1, 0, 0)
+
+
+def _corrupt_payload(frame):
+    """``frame`` (IPv4/UDP) with a bit of its first payload byte flipped."""
+    out = bytearray(frame)
+    out[UDP4_HEADERS] ^= 0x40
+    return bytes(out)
+
+
+def test_deferred_checksum_is_verified_on_copy_and_read_once():
+    pool = BufferPool(16)
+    table = PCBTable(nbuckets=16)
+    demux = Demux(pool, table, max_sockets=2, capacity=8, verify_l4=True, defer_udp_checksum=True)
+    pcq = PCQ(8)
+    demux.attach(0, pcq)
+    table.insert(17, LOCAL, 53, None, 0, 0)
+    good = [_v4(b"hello"), _v4(b"world!")]
+    assert _deliver(pool, demux, [good[0], _corrupt_payload(_v4(b"bad")), good[1]]) == 3
+    datagrams, held, bad, bad_sums, nread = udp_take(pcq, demux.rows, pool)
+    assert [d[0] for d in datagrams] == [b"hello", b"world!"]
+    assert (bad, bad_sums, nread) == (0, 1, 11)
+    assert pool.available == pool.count
+
+
+def test_verified_first_reads_each_payload_twice_and_drops_in_the_demux():
+    pool = BufferPool(16)
+    table = PCBTable(nbuckets=16)
+    demux = Demux(pool, table, max_sockets=2, capacity=8, verify_l4=True)
+    pcq = PCQ(8)
+    demux.attach(0, pcq)
+    table.insert(17, LOCAL, 53, None, 0, 0)
+    assert _deliver(pool, demux, [_v4(b"hello"), _corrupt_payload(_v4(b"bad"))]) == 1
+    assert demux.counters()["l4_bad_checksum"] == 1
+    datagrams, _, _, bad_sums, nread = udp_take(pcq, demux.rows, pool)
+    assert [d[0] for d in datagrams] == [b"hello"] and (bad_sums, nread) == (0, 10)
+
+
+@settings(max_examples=100, deadline=None)
+@given(payload=st.binary(max_size=1400), flip=st.integers(0, 8 * 1400 - 1), v6=st.booleans())
+def test_checksum_on_copy_agrees_with_the_parser(payload, flip, v6):
+    # The oracle: the demux's own verification (verify-then-copy) of the same frame.
+    if v6:
+        frame = ethernet(MAC_L, MAC_P, ETH_P_IPV6,
+                         ipv6(PEER6, LOCAL6, 17, udp(PEER6, LOCAL6, 9, 53, payload)))
+    else:
+        frame = _v4(payload)
+    if payload:
+        out = bytearray(frame)
+        bit = flip % (8 * len(payload))
+        out[(62 if v6 else UDP4_HEADERS) + bit // 8] ^= 1 << (bit % 8)
+        frame = bytes(out)
+    results = []
+    for defer in (True, False):
+        pool = BufferPool(4)
+        table = PCBTable(nbuckets=16)
+        demux = Demux(pool, table, max_sockets=2, capacity=4, verify_l4=True,
+                      defer_udp_checksum=defer)
+        pcq = PCQ(4)
+        demux.attach(0, pcq)
+        table.insert(17, LOCAL6 if v6 else LOCAL, 53, None, 0, 0)
+        _deliver(pool, demux, [frame])
+        results.append([d[0] for d in udp_take(pcq, demux.rows, pool)[0]])
+        assert pool.available == pool.count
+    # A single flipped bit always changes the one's complement sum.
+    assert results[0] == results[1] == ([] if payload else [payload])
 
 
 def test_rows_of_the_wrong_shape_are_refused(rx):

@@ -378,3 +378,34 @@ def test_lrp_receiver_blocked_in_recv_pulls_the_interface_itself() -> None:
 def test_busy_poll_must_be_whole_microseconds(value: object) -> None:
     with pytest.raises(ValueError):
         Stack(LinkPair().a, f"{A_IP}/24", busy_poll=value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("on_copy,reads", [(True, 1.0), (False, 2.0)])
+def test_payload_bytes_read_per_byte_delivered(on_copy: bool, reads: float) -> None:
+    link = LinkPair()
+    with Stack(link.a, "198.18.0.1/24", checksum_on_copy=on_copy) as a, \
+            Stack(link.b, "198.18.0.2/24", checksum_on_copy=on_copy) as b:
+        rx = bound(b, 9)
+        tx = a.socket()
+        for n in (1, 100, 1400):
+            tx.sendto(bytes(n), ("198.18.0.2", 9))
+            assert rx.recv(2048) == bytes(n)
+        assert b.stats()["udp.payload_reads_per_byte"] == reads
+
+
+@pytest.mark.parametrize("on_copy,counter", [(True, "udp.bad_checksum"),
+                                             (False, "demux.l4_bad_checksum")])
+def test_corrupted_datagram_is_dropped_and_counted(on_copy: bool, counter: str) -> None:
+    from fastproto._core.udp import udp4_frame, udp4_template
+
+    link = LinkPair()
+    with Stack(link.b, "198.18.0.2/24", checksum_on_copy=on_copy) as b:
+        rx = bound(b, 9, timeout=0.2)
+        template = udp4_template(b.mac, link.a.mac, bytes([198, 18, 0, 1]), b.ip_bytes, 7, 9)
+        bad = bytearray(udp4_frame(template, b"payload", 1))
+        bad[42] ^= 1
+        link.a.transmit([bytes(bad), udp4_frame(template, b"good", 2)])
+        assert rx.recv(2048) == b"good"
+        with pytest.raises(TimeoutError):
+            rx.recv(2048)
+        assert b.stats()[counter] == 1

@@ -7,7 +7,7 @@ from fastproto._core.pcbtable import PCBTable
 from fastproto._core.pcq import PCQ
 
 class Demux:
-    """Demux(pool, table, max_sockets=65536, capacity=1024, verify_l4=False)"""
+    """Demux(pool, table, max_sockets=65536, capacity=1024, verify_l4=False, defer_udp_checksum=False)"""
 
     pool: BufferPool
     table: PCBTable
@@ -15,7 +15,8 @@ class Demux:
     capacity: int
 
     def __init__(self, pool: BufferPool, table: PCBTable, max_sockets: int = 65536,
-                 capacity: int = 1024, verify_l4: bool = False) -> None: ...
+                 capacity: int = 1024, verify_l4: bool = False,
+                 defer_udp_checksum: bool = False) -> None: ...
     def attach(self, sock_id: int, pcq: PCQ) -> None:
         """Give socket ``sock_id`` its receive PCQ."""
     def detach(self, sock_id: int) -> None:

@@ -26,7 +26,8 @@ from libc.string cimport memcpy, memset
 
 from fastproto._core.buffers cimport BufferPool, bufpool_free, bufpool_t, buf_ptr
 from fastproto._core.parse cimport (parsed_t, parse_frame, parse_status_names, PARSE_OK,
-                                    PARSE_NSTATUS, PARSE_VERIFY_L4, PF_L4, PF_FRAG_LATER)
+                                    PARSE_NSTATUS, PARSE_VERIFY_L4, PARSE_DEFER_UDP, PF_L4,
+                                    PF_FRAG_LATER)
 from fastproto._core.pcbtable cimport (PCBTable, pcb_bucket, pcb_key, pcb_lookup,
                                        pcbtable_lookup_finish_hold, pcbtable_lookup_start,
                                        pcbtable_release)
@@ -66,15 +67,18 @@ cdef int _check_id(Demux d, Py_ssize_t sock_id) except -1:
 
 
 cdef class Demux:
-    """Demux(pool, table, max_sockets=65536, capacity=1024, verify_l4=False)
+    """Demux(pool, table, max_sockets=65536, capacity=1024, verify_l4=False, defer_udp_checksum=False)
 
     ``table`` maps flows to socket ids (0 .. max_sockets-1); ``attach(id, pcq)``
     gives socket ``id`` its receive PCQ.  ``input(handles, lengths)`` runs one
-    batch of at most ``capacity`` frames of ``pool``.
+    batch of at most ``capacity`` frames of ``pool``.  ``verify_l4``: L4
+    checksums are verified here, except, with ``defer_udp_checksum``, those
+    of whole UDP datagrams, left to the payload copy (``udp_take``).
     """
 
     def __cinit__(self, BufferPool pool not None, PCBTable table not None,
-                  Py_ssize_t max_sockets=65536, Py_ssize_t capacity=1024, bint verify_l4=False):
+                  Py_ssize_t max_sockets=65536, Py_ssize_t capacity=1024, bint verify_l4=False,
+                  bint defer_udp_checksum=False):
         if max_sockets < 1 or max_sockets > 0xFFFFFFFF:
             raise ValueError(f"max_sockets must be in 1..2**32-1, not {max_sockets}")
         if capacity < 1:
@@ -84,6 +88,8 @@ cdef class Demux:
         self.max_sockets = max_sockets
         self.capacity = capacity
         self.parse_flags = PARSE_VERIFY_L4 if verify_l4 else 0
+        if verify_l4 and defer_udp_checksum:
+            self.parse_flags |= PARSE_DEFER_UDP
         self._pcq_refs = [None] * max_sockets
         self.pcqs = <pcq_t **>calloc(max_sockets, sizeof(pcq_t *))
         self.marked = <uint8_t *>calloc(max_sockets, 1)

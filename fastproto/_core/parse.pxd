@@ -81,6 +81,7 @@ cdef extern from "parse.h" nogil:
 
     # parse_frame options
     int PARSE_VERIFY_L4
+    int PARSE_DEFER_UDP
     int PARSE_IPV6_MAX_EXT
 
     # lengths array element type for parse_batch
@@ -139,7 +140,8 @@ cdef extern from "parse.h" nogil:
         uint8_t arp_tha[6]
 
     # Parse len bytes at frame into *out (all of it written); returns the
-    # status (also out.status).  flags: 0 or PARSE_VERIFY_L4.
+    # status (also out.status).  flags: 0, PARSE_VERIFY_L4, or that | PARSE_DEFER_UDP
+    # (whole UDP datagrams' checksums left to the payload copy).
     int parse_frame(const uint8_t *frame, size_t len, parsed_t *out, int flags)
 
     # n frames of a buffer pool: frame i is row handles[i] (i if handles is

@@ -18,8 +18,9 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
 from fastproto._core.buffers cimport BufferPool, bufpool_free, buf_ptr
-from fastproto._core.checksum cimport csum_finish, csum_partial, csum_pseudo_v4
-from fastproto._core.parse cimport parsed_t, PF_FRAGMENT
+from fastproto._core.checksum cimport (csum_finish, csum_fold, csum_partial, csum_partial_copy,
+                                      csum_pseudo_v4, csum_pseudo_v6)
+from fastproto._core.parse cimport parsed_t, PF_FRAGMENT, PF_L4_CSUM_NONE, PF_L4_CSUM_OK
 from fastproto._core.pcq cimport PCQ, pcq_get_many
 
 cnp.import_array()
@@ -45,18 +46,43 @@ cdef inline void _put16(uint8_t *p, uint16_t v) noexcept nogil:
     p[1] = v & 0xFF
 
 
+cdef inline bint _copy_verified(char *dst, const parsed_t *row, const uint8_t *buf) noexcept nogil:
+    """Copy the payload of the whole datagram in ``buf`` to ``dst`` and verify
+    its UDP checksum in the same pass (RFC 768; RFC 8200 8.1 for IPv6): the
+    pseudo-header, the 8-byte header (its checksum field included) and the
+    payload must sum to all ones."""
+    cdef uint16_t ulen = row.payload_len + 8
+    cdef uint32_t s
+    if row.ip_version == 4:
+        s = csum_pseudo_v4(row.src + 12, row.dst + 12, 17, ulen)
+    else:
+        s = csum_pseudo_v6(row.src, row.dst, 17, ulen)
+    s = csum_fold(s) + csum_partial(buf + row.payload_off - 8, 8, 0)
+    return csum_finish(csum_partial_copy(dst, buf + row.payload_off, row.payload_len,
+                                         csum_fold(s))) == 0
+
+
 def udp_take(PCQ pcq not None, cnp.ndarray rows not None, BufferPool pool not None,
              Py_ssize_t max_items=256, bint with_packet=False):
     """Take up to ``max_items`` datagrams off ``pcq``, oldest first.
 
-    ``rows`` is the demux's row array (PARSED_DTYPE, indexed by handle).
-    Returns ``(datagrams, held, bad)``: ``datagrams`` a list of ``(payload bytes,
-    source address bytes (4 for IPv4, 16 for IPv6), source port)``, with
-    ``with_packet`` also the whole IP packet (for raw sockets), whose
-    buffers are freed here; ``held`` a list of the handles of first fragments
+    ``rows`` is the demux's row array (PARSED_DTYPE, indexed by handle).  A
+    datagram whose checksum the parser left to the copy (``PARSE_DEFER_UDP``:
+    a row with neither ``L4_CSUM_OK`` nor ``L4_CSUM_NONE``) is verified while
+    its payload is copied, in one pass, and dropped if it is bad.
+
+    Returns ``(datagrams, held, bad_handles, bad_checksums, bytes_read)``:
+    ``datagrams`` a list of ``(payload bytes, source address bytes (4 for
+    IPv4, 16 for IPv6), source port)``, with ``with_packet`` also the whole
+    IP packet (for raw sockets); ``held`` the handles of first fragments
     (their datagram is whole only after reassembly), left allocated for the
-    caller, who frees them; ``bad`` the number of handles the row array or
-    the pool does not cover (dropped: a caller's bug, never a peer's).
+    caller, who frees them; ``bad_handles`` the handles the row array or the
+    pool does not cover (dropped: a caller's bug, never a peer's);
+    ``bad_checksums`` the datagrams dropped for their checksum; ``bytes_read``
+    the payload bytes of the delivered datagrams read so far, counting a
+    checksum verified by the parser as a read of its own (so twice the
+    payload for verify-then-copy, once for checksum-on-copy).  Every buffer
+    but the held ones is freed.
     """
     if cnp.PyArray_NDIM(rows) != 1 or cnp.PyArray_ITEMSIZE(rows) != sizeof(parsed_t) \
             or not cnp.PyArray_IS_C_CONTIGUOUS(rows):
@@ -70,7 +96,7 @@ def udp_take(PCQ pcq not None, cnp.ndarray rows not None, BufferPool pool not No
     cdef const uint8_t *buf
     cdef list datagrams = []
     cdef list held = []
-    cdef Py_ssize_t taken = 0, bad = 0, plen
+    cdef Py_ssize_t taken = 0, bad = 0, bad_sum = 0, nread = 0, plen
     cdef object payload, src
     while taken < max_items:
         want = <size_t>min(<Py_ssize_t>_CHUNK, max_items - taken)
@@ -88,8 +114,16 @@ def udp_take(PCQ pcq not None, cnp.ndarray rows not None, BufferPool pool not No
             buf = buf_ptr(pool.pool, h)
             # The parser bounded payload_off + payload_len by the frame's
             # length, and a frame never exceeds its buffer.
-            payload = PyBytes_FromStringAndSize(<const char *>buf + row.payload_off,
-                                                row.payload_len)
+            payload = PyBytes_FromStringAndSize(NULL, row.payload_len)
+            if row.flags & (PF_L4_CSUM_OK | PF_L4_CSUM_NONE):
+                memcpy(PyBytes_AS_STRING(payload), buf + row.payload_off, row.payload_len)
+                nread += row.payload_len * (2 if row.flags & PF_L4_CSUM_OK else 1)
+            elif _copy_verified(PyBytes_AS_STRING(payload), row, buf):
+                nread += row.payload_len
+            else:
+                bad_sum += 1
+                bufpool_free(pool.pool, h)
+                continue
             if row.ip_version == 4:
                 src = PyBytes_FromStringAndSize(<const char *>row.src + 12, 4)
             else:
@@ -108,7 +142,7 @@ def udp_take(PCQ pcq not None, cnp.ndarray rows not None, BufferPool pool not No
             bufpool_free(pool.pool, h)
         if k < want:
             break
-    return datagrams, held, bad
+    return datagrams, held, bad, bad_sum, nread
 
 
 def udp4_template(bytes dst_mac not None, bytes src_mac not None, bytes src not None,

@@ -144,8 +144,11 @@ static const char *const parse_flag_names[PARSE_NFLAGS] = {
     "TCP_SACK", "TCP_TS", "TCP_OPT_IGNORED", "ICMP_ECHO", "NDP",
 };
 
-/* parse_frame() options */
-enum { PARSE_VERIFY_L4 = 1 };
+/* parse_frame() options.  PARSE_DEFER_UDP (with PARSE_VERIFY_L4) leaves the
+ * checksum of a whole UDP datagram to whoever copies its payload out, who
+ * verifies it in the same pass (checksum-on-copy): such a row has neither
+ * PF_L4_CSUM_OK nor PF_L4_CSUM_NONE. */
+enum { PARSE_VERIFY_L4 = 1, PARSE_DEFER_UDP = 2 };
 
 /* A chain longer than this is rejected (PARSE_IPV6_EXT_TOO_MANY): RFC 8200
  * section 4.1 recommends each header at most once (Destination Options at
@@ -377,6 +380,7 @@ typedef struct parse_l4_ctx {
     int v6;
     int fragment;          /* a first fragment: the datagram goes on elsewhere */
     int verify;
+    int defer_udp;         /* PARSE_DEFER_UDP: UDP checksums left to the copy */
 } parse_l4_ctx;
 
 static inline uint64_t parse_pseudo(const parse_l4_ctx *c, uint8_t proto, size_t len)
@@ -515,7 +519,7 @@ static inline int parse_udp(const parse_l4_ctx *c, parsed_t *o)
         if (c->v6)
             return PARSE_UDP_ZERO_CHECKSUM;
         o->flags |= PF_L4_CSUM_NONE;
-    } else if (c->verify && !c->fragment) {
+    } else if (c->verify && !c->fragment && !c->defer_udp) {
         if (!parse_csum_ok(u, ulen, parse_pseudo(c, IPPROTO_UDP_, ulen)))
             return PARSE_L4_BAD_CHECKSUM;
         o->flags |= PF_L4_CSUM_OK;
@@ -653,6 +657,7 @@ static inline int parse_ipv4(const uint8_t *ip, size_t avail, parsed_t *o, int o
     parse_l4_ctx c = {
         .l4 = ip + ihl, .len = plen, .addrs = ip + 12, .addrs_len = 8, .v6 = 0,
         .fragment = (fo & 0x2000) != 0, .verify = opts & PARSE_VERIFY_L4,
+        .defer_udp = opts & PARSE_DEFER_UDP,
     };
     return parse_l4(&c, o);
 }
@@ -790,6 +795,7 @@ static inline int parse_ipv6(const uint8_t *ip, size_t avail, parsed_t *o, int o
     parse_l4_ctx c = {
         .l4 = ip + off, .len = end - off, .addrs = ip + 8, .addrs_len = 32, .v6 = 1,
         .fragment = fragment, .verify = opts & PARSE_VERIFY_L4,
+        .defer_udp = opts & PARSE_DEFER_UDP,
     };
     return parse_l4(&c, o);
 }
