@@ -176,7 +176,9 @@ class Stack:
         #: already routed (the route never changes)
         self._routes: dict[str, tuple[bytes, bool]] = {}
         #: packed IPv4 source -> its text, for the receive path
-        self._src_names: dict[bytes, str] = {}
+        self._src_names: dict[bytes, Any] = {}
+        #: the destinations a UDP datagram may have (``_udp_destinations``), once known
+        self._udp_accept: Optional[tuple[bytes, bytes, bytes]] = None
         self._socks: dict[int, UDPSocket] = {}
         self._free_ids: list[int] = []
         self._next_id = 0
@@ -743,21 +745,26 @@ class Stack:
     # -- protocol input of one socket (run by the dispatch model) ---------------
 
     def _udp_input(self, sock: UDPSocket) -> None:
-        """udp_input for ``sock``: take its PCQ's packets, copy each payload and
-        source out, free the buffers, queue the datagrams, wake the readers."""
+        """udp_input (udp6_input) for ``sock``: take its PCQ's packets, copy each
+        payload and source out, free the buffers, queue the datagrams, wake
+        the readers."""
         if sock.type == SOCK_STREAM:
             return sock._protocol_input()
-        if sock.family == AF_INET6:
-            return self._udp6_input(sock)
+        v6 = sock.family == AF_INET6
         with sock._in_lock:
             if sock._closed:
                 return
             raws = self._raw
-            raw_udp = bool(raws) and any(r.proto == IPPROTO_UDP for r in raws)
-            # Per datagram in the core: payload and source copied out of the
-            # buffer, the buffer freed (this is the hot path).
-            datagrams, held, bad, bad_sums, nread = udp_take(
-                sock.pcq, self.demux.rows, self.pool, sock.pcq.maxlen, raw_udp)
+            raw_udp = not v6 and bool(raws) and any(r.proto == IPPROTO_UDP for r in raws)
+            accept = self._udp_accept
+            if accept is None:
+                accept = self._udp_accept = self._udp_destinations()
+            # Per datagram in the core: destination and source checked,
+            # payload and source copied out of the buffer (the checksum
+            # verified in the same pass), the buffer freed.  This is the hot
+            # path: no per-datagram work in Python before naming the sources.
+            datagrams, held, nread, drops = udp_take(
+                sock.pcq, self.demux.rows, self.pool, sock.pcq.maxlen, raw_udp, accept)
             frags = []
             if held:
                 frags = [self._packet(h, self.demux.rows[h]) for h in held]
@@ -766,25 +773,46 @@ class Stack:
                 c = self._c
                 c["udp.input_runs"] = c.get("udp.input_runs", 0) + 1
                 c["udp.payload_bytes_read"] = c.get("udp.payload_bytes_read", 0) + nread
-                if bad:
-                    c["udp.bad_handles"] = c.get("udp.bad_handles", 0) + bad
-                if bad_sums:
-                    c["udp.bad_checksum"] = c.get("udp.bad_checksum", 0) + bad_sums
+                if drops:
+                    section = "udp6." if v6 else "udp."
+                    for reason, n in drops.items():
+                        key = section + reason
+                        c[key] = c.get(key, 0) + n
+                if v6:
+                    taken = len(datagrams) + len(held) + (sum(drops.values()) if drops else 0)
+                    c["ip6.in_receives"] = c.get("ip6.in_receives", 0) + taken
         names = self._src_names
-        items: list[tuple[bytes, tuple[str, int]]] = []
+        items: list[tuple[bytes, Any]] = []
         for d in datagrams:
             name = names.get(d[1])
             if name is None:
                 if len(names) >= 4096:
                     names.clear()
-                name = names[d[1]] = str(ipaddress.IPv4Address(d[1]))
-            items.append((d[0], (name, d[2])))
+                if v6:
+                    # RFC 4007 6: a link-local peer is named with its zone.
+                    name = names[d[1]] = (str(ipaddress.IPv6Address(d[1])),
+                                          IPV6_SCOPE_ID if _link_scope(d[1]) else 0)
+                else:
+                    name = names[d[1]] = str(ipaddress.IPv4Address(d[1]))
+            items.append((d[0], (name[0], d[2], 0, name[1]) if v6 else (name, d[2])))
             if raw_udp:
                 self._rip_input(d[3])
         if items:
             sock._deliver(items)
         for packet in frags:
-            self._fragment_input(packet)
+            if v6:
+                self._fragment6_input(packet)
+            else:
+                self._fragment_input(packet)
+
+    def _udp_destinations(self) -> tuple[bytes, bytes, bytes]:
+        """What a UDP datagram may be sent to and still be ours, as ``udp_take``
+        takes it: our IPv4 address and the broadcasts, our IPv6 addresses and
+        groups, and the MACs those arrive on."""
+        v4 = self.ip_bytes + b"\xff\xff\xff\xff" + self.iface.network.broadcast_address.packed
+        macs = self.mac + b"\xff" * 6 + b"".join(sorted(self._ip6_group_macs))
+        v6 = b"".join(sorted(self._ip6_mine | self._ip6_groups))
+        return v4, v6, macs
 
     def socket(self, family: int = AF_INET, type: int = SOCK_DGRAM,
                proto: int = 0) -> DatagramSocket:
@@ -1172,6 +1200,7 @@ class Stack:
         groups = {ALL_NODES} | {solicited_node(a) for a in mine}
         self._ip6_groups = frozenset(groups)
         self._ip6_group_macs = frozenset(ipv6_multicast_mac(g) for g in groups)
+        self._udp_accept = None  # the accepted destinations changed
         # 64 held packets per neighbour: enough for the fragments of the largest datagram.
         self.nd = NeighborCache(self.mac, mine, clock=clock, max_pending_per_ip=64)
 
@@ -1464,49 +1493,6 @@ class Stack:
         self._count("udp6.sent")
         # udp() always computes the checksum, sending a zero as 0xFFFF (RFC 8200 8.1).
         self._send_ip6(dst, IPPROTO_UDP, udp(src, dst, sock._lport, port, payload), src)
-
-    def _udp6_input(self, sock: UDPSocket) -> None:
-        """udp6_input for ``sock``: as :meth:`_udp_input`, with IPv6 source addresses
-        and the destination checked against our addresses and groups."""
-        with sock._in_lock:
-            if sock._closed:
-                return
-            rows_all = self.demux.rows
-            data = self.pool.data
-            items: list[tuple[bytes, Any]] = []
-            frags: list[bytes] = []
-            names: dict[bytes, tuple[str, int]] = {}
-            nread = 0
-            while True:
-                hs = sock.pcq.get_many(256)
-                if not len(hs):
-                    break
-                self._count("ip6.in_receives", len(hs))
-                for h in hs.tolist():
-                    row = rows_all[h]
-                    if not self._ip6_accepted(row):
-                        continue
-                    if int(row["flags"]) & Flag.FRAGMENT:
-                        # A first fragment: its datagram is whole only after reassembly.
-                        frags.append(self._packet(h, row))
-                        continue
-                    src = row["src"].tobytes()
-                    name = names.get(src)
-                    if name is None:
-                        name = names[src] = (str(ipaddress.IPv6Address(src)),
-                                             IPV6_SCOPE_ID if _link_scope(src) else 0)
-                    off, length = int(row["payload_off"]), int(row["payload_len"])
-                    # Verified by the parser, then copied: two reads of the payload.
-                    nread += 2 * length
-                    items.append((data[h, off:off + length].tobytes(),
-                                  (name[0], int(row["sport"]), 0, name[1])))
-                self.pool.free_many(hs)
-            self._count("udp6.input_runs")
-            self._count("udp.payload_bytes_read", nread)
-        if items:
-            sock._deliver(items)
-        for packet in frags:
-            self._fragment6_input(packet)
 
 
 def _link_scope(addr: bytes) -> bool:

@@ -116,10 +116,10 @@ def test_datagrams_come_out_in_order_with_source_and_buffers_freed(rx):
     pool, demux, pcq = rx
     payloads = [os.urandom(n) for n in (0, 1, 18, 500)]
     assert _deliver(pool, demux, [_v4(p, 4000 + i, pad=True) for i, p in enumerate(payloads)]) == 4
-    datagrams, held, bad, bad_sums, nread = udp_take(pcq, demux.rows, pool)
+    datagrams, held, nread, drops = udp_take(pcq, demux.rows, pool)
     assert [d[0] for d in datagrams] == payloads  # padding is not payload
     assert [d[1:] for d in datagrams] == [(_packed(PEER), 4000 + i) for i in range(4)]
-    assert held == [] and bad == bad_sums == 0
+    assert held == [] and drops is None
     assert pool.available == pool.count and len(pcq) == 0
 
 
@@ -173,7 +173,7 @@ def test_max_items_bounds_one_take(rx):
 def test_handles_beyond_the_rows_are_counted_not_read(rx):
     pool, demux, pcq = rx
     pcq.put(10_000)
-    assert udp_take(pcq, demux.rows, pool) == ([], [], 1, 0, 0)
+    assert udp_take(pcq, demux.rows, pool) == ([], [], 0, {"bad_handle": 1})
 
 
 def _corrupt_payload(frame):
@@ -192,9 +192,9 @@ def test_deferred_checksum_is_verified_on_copy_and_read_once():
     table.insert(17, LOCAL, 53, None, 0, 0)
     good = [_v4(b"hello"), _v4(b"world!")]
     assert _deliver(pool, demux, [good[0], _corrupt_payload(_v4(b"bad")), good[1]]) == 3
-    datagrams, held, bad, bad_sums, nread = udp_take(pcq, demux.rows, pool)
+    datagrams, held, nread, drops = udp_take(pcq, demux.rows, pool)
     assert [d[0] for d in datagrams] == [b"hello", b"world!"]
-    assert (bad, bad_sums, nread) == (0, 1, 11)
+    assert (nread, drops) == (11, {"bad_checksum": 1})
     assert pool.available == pool.count
 
 
@@ -207,8 +207,8 @@ def test_verified_first_reads_each_payload_twice_and_drops_in_the_demux():
     table.insert(17, LOCAL, 53, None, 0, 0)
     assert _deliver(pool, demux, [_v4(b"hello"), _corrupt_payload(_v4(b"bad"))]) == 1
     assert demux.counters()["l4_bad_checksum"] == 1
-    datagrams, _, _, bad_sums, nread = udp_take(pcq, demux.rows, pool)
-    assert [d[0] for d in datagrams] == [b"hello"] and (bad_sums, nread) == (0, 10)
+    datagrams, _, nread, drops = udp_take(pcq, demux.rows, pool)
+    assert [d[0] for d in datagrams] == [b"hello"] and (nread, drops) == (10, None)
 
 
 @settings(max_examples=100, deadline=None)
@@ -239,6 +239,43 @@ def test_checksum_on_copy_agrees_with_the_parser(payload, flip, v6):
         assert pool.available == pool.count
     # A single flipped bit always changes the one's complement sum.
     assert results[0] == results[1] == ([] if payload else [payload])
+
+
+def _accept(v4=(LOCAL,), v6=(LOCAL6,), macs=(MAC_L,)):
+    return (b"".join(_packed(a) for a in v4), b"".join(_packed(a) for a in v6), b"".join(macs))
+
+
+def test_destinations_not_listed_are_dropped_as_not_for_us(rx):
+    pool, demux, pcq = rx
+    ours = _v4(b"ours")
+    other_mac = ethernet(bytes.fromhex("020000000009"), MAC_P, ETH_P_IP,
+                         ipv4(PEER, LOCAL, 17, udp(PEER, LOCAL, 1, 53, b"mac")))
+    v6 = ethernet(MAC_L, MAC_P, ETH_P_IPV6, ipv6(PEER6, LOCAL6, 17, udp(PEER6, LOCAL6, 9, 53, b"6")))
+    _deliver(pool, demux, [ours, other_mac, v6])
+    datagrams, _, _, drops = udp_take(pcq, demux.rows, pool, accept=_accept(v6=()))
+    assert [d[0] for d in datagrams] == [b"ours"]
+    assert drops == {"not_for_us": 2}
+    assert pool.available == pool.count
+
+
+def test_multicast_and_broadcast_sources_are_dropped(rx):
+    pool, demux, pcq = rx
+    frames = [ethernet(MAC_L, MAC_P, ETH_P_IP, ipv4(src, LOCAL, 17, udp(src, LOCAL, 1, 53, b"x")))
+              for src in ("224.0.0.1", "239.255.255.255", "255.255.255.255", PEER)]
+    frames.append(ethernet(MAC_L, MAC_P, ETH_P_IPV6,
+                           ipv6("ff02::1", LOCAL6, 17, udp("ff02::1", LOCAL6, 1, 53, b"y"))))
+    _deliver(pool, demux, frames)
+    datagrams, _, _, drops = udp_take(pcq, demux.rows, pool)
+    assert [d[1] for d in datagrams] == [_packed(PEER)]
+    assert drops == {"bad_source": 4}
+
+
+def test_accept_must_be_three_bytes_objects(rx):
+    pool, demux, pcq = rx
+    with pytest.raises(TypeError):
+        udp_take(pcq, demux.rows, pool, accept=("a", b"", b""))
+    with pytest.raises(ValueError):
+        udp_take(pcq, demux.rows, pool, accept=(b"", b""))
 
 
 def test_rows_of_the_wrong_shape_are_refused(rx):

@@ -15,7 +15,7 @@ cimport numpy as cnp
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_Append
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 from fastproto._core.buffers cimport BufferPool, bufpool_free, buf_ptr
 from fastproto._core.checksum cimport (csum_finish, csum_fold, csum_partial, csum_partial_copy,
@@ -62,31 +62,66 @@ cdef inline bint _copy_verified(char *dst, const parsed_t *row, const uint8_t *b
                                          csum_fold(s))) == 0
 
 
+cdef inline bint _listed(const uint8_t *item, object blob, Py_ssize_t width) noexcept:
+    """Whether the ``width`` bytes at ``item`` are one of the entries of the
+    bytes ``blob`` (entries of ``width`` bytes, end to end; a handful)."""
+    cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(blob)
+    cdef Py_ssize_t off = 0, n = PyBytes_GET_SIZE(blob)
+    while off + width <= n:
+        if memcmp(item, p + off, width) == 0:
+            return True
+        off += width
+    return False
+
+
+cdef inline bint _bad_source(const parsed_t *row) noexcept nogil:
+    """A source no datagram may come from: multicast or the limited broadcast
+    (RFC 1122 3.2.1.3), IPv6 multicast (RFC 4291 2.7)."""
+    if row.ip_version == 6:
+        return row.src[0] == 0xFF
+    return (row.src[12] & 0xF0) == 0xE0 or (row.src[12] == 0xFF and row.src[13] == 0xFF
+                                             and row.src[14] == 0xFF and row.src[15] == 0xFF)
+
+
+cdef inline void _count(dict drops, str reason):
+    drops[reason] = drops.get(reason, 0) + 1
+
+
 def udp_take(PCQ pcq not None, cnp.ndarray rows not None, BufferPool pool not None,
-             Py_ssize_t max_items=256, bint with_packet=False):
+             Py_ssize_t max_items=256, bint with_packet=False, tuple accept=None):
     """Take up to ``max_items`` datagrams off ``pcq``, oldest first.
 
     ``rows`` is the demux's row array (PARSED_DTYPE, indexed by handle).  A
     datagram whose checksum the parser left to the copy (``PARSE_DEFER_UDP``:
     a row with neither ``L4_CSUM_OK`` nor ``L4_CSUM_NONE``) is verified while
-    its payload is copied, in one pass, and dropped if it is bad.
+    its payload is copied, in one pass.  ``accept``: None, or ``(IPv4
+    addresses, IPv6 addresses, MAC addresses)``, each a ``bytes`` of 4-, 16-
+    and 6-byte entries end to end: a datagram whose destination address or
+    MAC is not listed is dropped (a wildcard socket sees every destination
+    the link brings).  Datagrams from a multicast or broadcast source are
+    always dropped.
 
-    Returns ``(datagrams, held, bad_handles, bad_checksums, bytes_read)``:
-    ``datagrams`` a list of ``(payload bytes, source address bytes (4 for
-    IPv4, 16 for IPv6), source port)``, with ``with_packet`` also the whole
-    IP packet (for raw sockets); ``held`` the handles of first fragments
-    (their datagram is whole only after reassembly), left allocated for the
-    caller, who frees them; ``bad_handles`` the handles the row array or the
-    pool does not cover (dropped: a caller's bug, never a peer's);
-    ``bad_checksums`` the datagrams dropped for their checksum; ``bytes_read``
-    the payload bytes of the delivered datagrams read so far, counting a
-    checksum verified by the parser as a read of its own (so twice the
-    payload for verify-then-copy, once for checksum-on-copy).  Every buffer
+    Returns ``(datagrams, held, bytes_read, drops)``: ``datagrams`` a list of
+    ``(payload bytes, source address bytes (4 for IPv4, 16 for IPv6),
+    source port)``, with ``with_packet`` also the whole IP packet (for raw
+    sockets); ``held`` the handles of first fragments (their datagram is
+    whole only after reassembly), left allocated for the caller, who frees
+    them; ``bytes_read`` the payload bytes of the delivered datagrams read,
+    counting a checksum verified by the parser as a read of its own (so
+    twice the payload for verify-then-copy, once for checksum-on-copy);
+    ``drops`` None, or ``{reason: datagrams}`` for ``bad_checksum``,
+    ``not_for_us``, ``bad_source`` and ``bad_handle`` (a handle the rows or
+    the pool do not cover: a caller's bug, never a peer's).  Every buffer
     but the held ones is freed.
     """
     if cnp.PyArray_NDIM(rows) != 1 or cnp.PyArray_ITEMSIZE(rows) != sizeof(parsed_t) \
             or not cnp.PyArray_IS_C_CONTIGUOUS(rows):
         raise ValueError("rows must be the demux's 1-D array of parse rows")
+    cdef object addrs4 = None, addrs6 = None, macs = None
+    if accept is not None:
+        addrs4, addrs6, macs = accept
+        if type(addrs4) is not bytes or type(addrs6) is not bytes or type(macs) is not bytes:
+            raise TypeError("accept is (IPv4 addresses, IPv6 addresses, MACs), each bytes")
     cdef const parsed_t *table = <const parsed_t *>cnp.PyArray_DATA(rows)
     cdef uint64_t nrows = <uint64_t>cnp.PyArray_DIM(rows, 0)
     cdef uint64_t hs[_CHUNK]
@@ -96,7 +131,8 @@ def udp_take(PCQ pcq not None, cnp.ndarray rows not None, BufferPool pool not No
     cdef const uint8_t *buf
     cdef list datagrams = []
     cdef list held = []
-    cdef Py_ssize_t taken = 0, bad = 0, bad_sum = 0, nread = 0, plen
+    cdef dict drops = None
+    cdef Py_ssize_t taken = 0, nread = 0, plen
     cdef object payload, src
     while taken < max_items:
         want = <size_t>min(<Py_ssize_t>_CHUNK, max_items - taken)
@@ -105,9 +141,20 @@ def udp_take(PCQ pcq not None, cnp.ndarray rows not None, BufferPool pool not No
         for i in range(k):
             h = hs[i]
             if h >= nrows or h >= <uint64_t>pool.count:
-                bad += 1
+                if drops is None:
+                    drops = {}
+                _count(drops, "bad_handle")
                 continue
             row = &table[h]
+            if _bad_source(row) or (accept is not None and (
+                    not _listed(row.dst_mac, macs, 6) or
+                    not (_listed(row.dst + 12, addrs4, 4) if row.ip_version == 4
+                         else _listed(row.dst, addrs6, 16)))):
+                if drops is None:
+                    drops = {}
+                _count(drops, "bad_source" if _bad_source(row) else "not_for_us")
+                bufpool_free(pool.pool, h)
+                continue
             if row.flags & PF_FRAGMENT:
                 PyList_Append(held, h)
                 continue
@@ -121,7 +168,9 @@ def udp_take(PCQ pcq not None, cnp.ndarray rows not None, BufferPool pool not No
             elif _copy_verified(PyBytes_AS_STRING(payload), row, buf):
                 nread += row.payload_len
             else:
-                bad_sum += 1
+                if drops is None:
+                    drops = {}
+                _count(drops, "bad_checksum")
                 bufpool_free(pool.pool, h)
                 continue
             if row.ip_version == 4:
@@ -142,7 +191,7 @@ def udp_take(PCQ pcq not None, cnp.ndarray rows not None, BufferPool pool not No
             bufpool_free(pool.pool, h)
         if k < want:
             break
-    return datagrams, held, bad, bad_sum, nread
+    return datagrams, held, nread, drops
 
 
 def udp4_template(bytes dst_mac not None, bytes src_mac not None, bytes src not None,
