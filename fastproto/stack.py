@@ -1,20 +1,21 @@
-"""An IPv4/UDP host stack on one interface, with a choice of dispatch model.
+"""A host stack on one interface, with a choice of dispatch model.
 
 The receive path: the interface's "interrupt" (``Device.wait``) wakes the
-puller thread, which takes a batch off the rx ring into the stack's
+puller thread (or, under ``lrp``, a receiver blocked in ``recv`` pulls
+itself), which takes a batch off the rx ring into the stack's
 :class:`BufferPool` (``receive_into``) and runs :meth:`Demux.input` on it
 without the GIL: parse, pcbtable lookup, ``pcq_put`` on each socket's PCQ.
 Then, per batch, in Python: frames for no socket in particular (ARP, ICMP,
-IPv4 fragments) go to their handlers, UDP for a closed port is answered with a
-rate-limited ICMP port unreachable, and the woken sockets are handed to the
-dispatch model (:mod:`fastproto.dispatch`), which decides who runs their
-protocol input and when.  Every buffer not handed on is freed.
+fragments, NDP) go to their handlers, UDP or TCP for no socket is answered
+(rate-limited ICMP port unreachable, RST), and the woken sockets are handed
+to the dispatch model (:mod:`fastproto.dispatch`), which decides who runs
+their protocol input and when.  Every buffer not handed on is freed.
 
-The transmit path: socket -> UDP header (RFC 768) -> IPv4 (RFC 791),
-fragmented above the MTU -> ARP resolution (RFC 826; packets held while it
-resolves) -> ``interface.transmit``.
-
-``stats()`` accounts for every drop by the place it happened.
+This module holds the stack's life cycle, threads, receive path, sockets
+and counters; the protocols' parts of it are in :mod:`fastproto.iface`
+(``ipv4``, ``ipv6``, ``udp``, which :class:`Stack` inherits) and TCP in
+:mod:`fastproto.tcp_layer`.  ``stats()`` accounts for every drop by the
+place it happened.
 """
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ import ipaddress
 import itertools
 import os
 import resource
-import struct
 import threading
 import time
 from typing import Any, Callable, Optional, Sequence, Union
@@ -33,61 +33,26 @@ import numpy as np
 from fastproto import BufferPool, Demux, PCBTable
 from fastproto._core.parse import Flag
 from fastproto._core.pcq import PCQ
-from fastproto._core.udp import udp4_frame, udp4_template, udp_take
-from fastproto.checksum import internet_checksum, pseudo_header_sum
 from fastproto.dispatch import MODELS, Dispatch, make_dispatch
+from fastproto.iface.ipv4 import (_ANY, _ICMP_PORT_UNREACH, IPPROTO_ICMP, IPPROTO_TCP,
+                                  IPPROTO_UDP, StackIpv4)
+from fastproto.iface.ipv6 import IPPROTO_ICMPV6, StackIpv6
+from fastproto.iface.udp import StackUdp
 from fastproto.proto.arp import ArpCache
-from fastproto.proto.icmp import (IcmpRejected, dest_unreachable, echo_reply_packet,
-                                  error_suppressed, icmp_checksum_bad, icmp_error,
-                                  icmpv6_checksum_bad, parse_icmp_error)
-from fastproto.proto.ndp import ALL_NODES, NeighborCache
 from fastproto.proto.ratelimit import TokenBucket
-from fastproto.proto.reassembly import (Reassembler, fragment_ipv4, fragment_ipv6,
-                                        ipv4_fragment, ipv6_fragment)
-from fastproto.socket import (_ANY6, AF_INET, AF_INET6, SOCK_DGRAM, SOCK_RAW, DatagramSocket,
-                              RawSocket, UDP6Socket, UDPSocket, _oserror)
-from fastproto.wire.ethernet import ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ethernet, mac_bytes
-from fastproto.wire.icmp import (ICMPV6_DEST_UNREACH, ICMPV6_PARAMETER_PROBLEM,
-                                 icmpv6_message, ipv6_multicast_mac, solicited_node)
-from fastproto.wire.ip import ipv4 as ipv4_packet
-from fastproto.wire.ip import ipv6 as ipv6_packet
-from fastproto.wire.ip import link_local_address
-from fastproto.wire.l4 import icmp_echo, udp
+from fastproto.proto.reassembly import Reassembler
+from fastproto.socket import (_ANY6, AF_INET, AF_INET6, SOCK_DGRAM, SOCK_RAW, SOL_SOCKET,
+                              DatagramSocket, RawSocket, UDPSocket, _oserror)
 from fastproto.tcp_layer import TcpLayer
-from fastproto.socket import SOL_SOCKET, ephemeral_port
 from fastproto.tcp_socket import SO_REUSEADDR, SOCK_STREAM, TCPSocket
+from fastproto.wire.ethernet import ETH_P_IP, ETH_P_IPV6, mac_bytes
+from fastproto.wire.l4 import icmp_echo
 
-IPPROTO_ICMP = 1
-IPPROTO_TCP = 6
-IPPROTO_UDP = 17
-_BROADCAST_MAC = b"\xff" * 6
-_ANY = "0.0.0.0"
-# ICMP Destination Unreachable codes (RFC 792) and the errno a connected socket sees.
-_UNREACH_ERRNO = {0: errno.ENETUNREACH, 1: errno.EHOSTUNREACH, 2: errno.ECONNREFUSED,
-                  3: errno.ECONNREFUSED, 4: errno.EMSGSIZE}
-_ICMP_PORT_UNREACH = 3
-_ICMP_PROTO_UNREACH = 2
-IPPROTO_ICMPV6 = 58
-IPPROTO_NONE = 59
-# ICMPv6 errors a connected UDP socket hears of, as Linux reports them (the "hard"
-# errors of RFC 4443 3.1 and 3.4): (type, code or None for any) -> errno.
-_ICMP6_ERRNO = {(1, 1): errno.EACCES, (1, 4): errno.ECONNREFUSED, (1, 5): errno.EACCES,
-                (1, 6): errno.EACCES, (4, None): errno.EPROTO}
-_ICMP6_TYPE_NAMES = {1: "dest_unreach", 2: "pkt_too_big", 3: "time_exceeded",
-                     4: "param_problem"}
-# Extension headers whose first byte is the Next Header field (RFC 8200 4).
-_IPV6_EXT_HEADERS = {0: 8, 43: 8, 44: 8, 51: 4, 60: 8}
-#: the interface index reported as the scope id of link-local addresses
-IPV6_SCOPE_ID = 1
-#: an IPv4 header without options followed by a UDP header (RFC 791, RFC 768)
-#: an Ethernet header's length, and the MAC a frame built before ARP resolved carries
-_ETH_HEADER = 14
-_NO_MAC = bytes(6)
 #: seconds between runs of the ARP and reassembly timers
 _TIMER_INTERVAL = 0.05
 
 
-class Stack:
+class Stack(StackIpv4, StackIpv6, StackUdp):
     """A host stack on ``interface`` (any :class:`fastproto.phy.device.Device`).
 
     ``ipv4``: address and prefix (``"a.b.c.d/len"``); ``mac``: source MAC
@@ -519,51 +484,6 @@ class Stack:
             total = (int(data[l3 + 2]) << 8) | int(data[l3 + 3])
         return data[l3:l3 + total].tobytes()
 
-    def _for_us(self, dst: bytes) -> bool:
-        if len(dst) == 16:
-            # Our unicast addresses and the groups we joined (RFC 4861 7.2.1).
-            return dst in self._ip6_mine or dst in self._ip6_groups
-        return dst == self.ip_bytes or dst == b"\xff\xff\xff\xff" or \
-            dst == self.iface.network.broadcast_address.packed
-
-    def _other_input(self, h: int, length: int, row: Any) -> None:
-        """A frame for no socket in particular: ARP, ICMP, IPv4 fragments."""
-        ethertype = int(row["ethertype"])
-        if ethertype == ETH_P_ARP:
-            self._count("arp.input")
-            with self._arp_lock:
-                frames = self.arp.input(row)
-            if frames:
-                self.interface.transmit(frames)
-            return
-        if ethertype == ETH_P_IPV6:
-            self._ip6_input(h, length, row, False)
-            return
-        if ethertype != ETH_P_IP:
-            self._count("l2.unknown_ethertype")
-            return
-        packet = self._whole_ip_packet(h, row)
-        if packet is None:
-            return
-        taken = self._rip_input(packet)
-        if int(row["proto"]) == IPPROTO_ICMP:
-            self._icmp_input(packet)
-        elif not taken:
-            self._count("ip.proto_unreachable")
-            self._send_icmp_unreach(packet, _ICMP_PROTO_UNREACH, self._l2_broadcast(row))
-
-    def _whole_ip_packet(self, h: int, row: Any) -> Optional[bytes]:
-        """The IPv4 packet in buffer ``h`` if it is for us and not a fragment;
-        None when it was counted as not for us or went to reassembly."""
-        if not self._for_us(row["dst"].tobytes()[12:]):
-            self._count("ip.not_for_us")
-            return None
-        packet = self._packet(h, row)
-        if int(row["flags"]) & Flag.FRAGMENT:
-            self._fragment_input(packet)
-            return None
-        return packet
-
     def _unmatched_input(self, h: int, length: int, row: Any) -> None:
         """UDP or TCP with no socket: ICMP port unreachable (RFC 1122 4.1.3.1)."""
         if int(row["ethertype"]) == ETH_P_IPV6:
@@ -595,224 +515,7 @@ class Stack:
         self.tcp.reset_for(src, dst, int(row["sport"]), int(row["dport"]), int(row["tcp_seq"]),
                            int(row["tcp_ack"]), int(row["tcp_flags"]), int(row["payload_len"]))
 
-    @staticmethod
-    def _l2_broadcast(row: Any) -> bool:
-        return bool(int(row["flags"]) & (Flag.L2_BROADCAST | Flag.L2_MULTICAST))
-
-    def _send_icmp_unreach(self, packet: bytes, code: int, l2_broadcast: bool = False) -> None:
-        """A rate-limited Destination Unreachable about ``packet``; none about a
-        broadcast, link-level or subnet-directed (RFC 1122 3.2.2)."""
-        if l2_broadcast or packet[16:20] == self.iface.network.broadcast_address.packed:
-            self._count("icmp.error_suppressed_to_broadcast")
-            return
-        with self._icmp_lock:
-            allowed = self.icmp_limit.allow()
-        if not allowed:
-            self._count("icmp.ratelimited")
-            return
-        try:
-            error = dest_unreachable(packet, code, self.ip)
-        except IcmpRejected as exc:
-            self._count(f"icmp.error_suppressed_{exc.reason}")
-            return
-        self._count("icmp.dest_unreach_sent")
-        self._send_packets(packet[12:16], [error])
-
-    def _fragment_input(self, packet: bytes) -> None:
-        try:
-            frag = ipv4_fragment(packet)
-        except ValueError:
-            self._count("ip.fragment_malformed")
-            return
-        with self._reasm_lock:
-            data = self.reassembler.input(frag.src, frag.dst, frag.proto, frag.ident,
-                                          frag.offset_bytes, frag.more_fragments, frag.payload,
-                                          frag.header if frag.offset_bytes == 0 else None)
-        if data is None:
-            return
-        self._count("ip.reassembled")
-        taken = False
-        if self._raw:
-            taken = self._rip_input(ipv4_packet(frag.src, frag.dst, frag.proto, data,
-                                                flags_frag=0))
-        if frag.proto == IPPROTO_UDP:
-            self._udp_datagram_input(frag.src, frag.dst, data)
-        elif frag.proto == IPPROTO_TCP:
-            self.tcp.datagram_input(frag.src, frag.dst, data)
-        elif frag.proto == IPPROTO_ICMP:
-            self._icmp_input(ipv4_packet(frag.src, frag.dst, IPPROTO_ICMP, data, flags_frag=0))
-        elif not taken:
-            self._count("ip.proto_unreachable")
-            self._send_icmp_unreach(ipv4_packet(frag.src, frag.dst, frag.proto, data,
-                                                flags_frag=0), _ICMP_PROTO_UNREACH)
-
-    def _rip_input(self, packet: bytes) -> bool:
-        """rip_input: a copy of a whole IPv4 ``packet`` (header included) to each
-        raw socket of its protocol whose bound and connected addresses match;
-        True if one took it."""
-        raws = self._raw
-        if not raws:
-            return False
-        proto = packet[9]
-        src = str(ipaddress.IPv4Address(packet[12:16]))
-        dst = str(ipaddress.IPv4Address(packet[16:20]))
-        taken = False
-        for raw in raws:
-            if raw.proto != proto or raw._closed:
-                continue
-            if raw._laddr != _ANY and raw._laddr != dst:
-                continue
-            if raw._peer is not None and raw._peer[0] != src:
-                continue
-            raw._deliver([(packet, (src, 0))])
-            taken = True
-        if taken:
-            self._count("raw.input")
-        return taken
-
-    def _udp_datagram_input(self, src: bytes, dst: bytes, segment: bytes) -> None:
-        """A reassembled UDP datagram: check it (RFC 768) and queue it on its socket."""
-        if len(segment) < 8:
-            self._count("udp.truncated")
-            return
-        sport, dport, ulen, csum = struct.unpack_from("!HHHH", segment)
-        if ulen != len(segment):
-            self._count("udp.bad_length")
-            return
-        if csum and internet_checksum(segment, pseudo_header_sum(src, dst, IPPROTO_UDP, ulen)):
-            self._count("udp.bad_checksum")
-            return
-        sid = self.table.lookup(IPPROTO_UDP, dst, dport, src, sport)
-        sock = self._socks.get(sid) if sid is not None else None
-        if sock is None:
-            self._count("udp.no_port")
-            self._send_icmp_unreach(ipv4_packet(src, dst, IPPROTO_UDP, segment, flags_frag=0),
-                                    _ICMP_PORT_UNREACH)
-            return
-        sock._deliver([(segment[8:], (str(ipaddress.IPv4Address(src)), sport))])
-
-    def _icmp_input(self, packet: bytes) -> None:
-        """An ICMP message to us (RFC 792, RFC 1122 3.2.2)."""
-        ihl = (packet[0] & 0x0F) * 4
-        message = packet[ihl:]
-        if len(message) < 8:
-            self._count("icmp.truncated")
-            return
-        kind = message[0]
-        if kind == 8:
-            self._count("icmp.echo_requests")
-            try:
-                reply = echo_reply_packet(packet, self.ip)
-            except IcmpRejected as exc:
-                self._count(f"icmp.echo_rejected_{exc.reason}")
-                return
-            self._count("icmp.echo_replies_sent")
-            self._send_ip(packet[12:16], IPPROTO_ICMP, reply[20:])
-            return
-        if icmp_checksum_bad(message):
-            self._count("icmp.bad_checksum")
-            return
-        if kind == 0:
-            ident, seq = struct.unpack_from("!HH", message, 4)
-            waiter = self._pings.pop((ident, seq), None)
-            if waiter is None:
-                self._count("icmp.echo_reply_unexpected")
-                return
-            self._count("icmp.echo_replies_received")
-            waiter[1] = self.clock()
-            waiter[0].set()
-            return
-        try:
-            err = parse_icmp_error(message, 4)
-        except IcmpRejected as exc:
-            self._count(f"icmp.rejected_{exc.reason}")
-            return
-        self._count("icmp.errors_received")
-        if err.proto != IPPROTO_UDP or err.src != self.ip_bytes:
-            self._count("icmp.errors_not_udp")
-            return
-        sid = self.table.lookup(IPPROTO_UDP, err.src, err.sport, err.dst, err.dport)
-        sock = self._socks.get(sid) if sid is not None else None
-        code = _UNREACH_ERRNO.get(err.code) if err.type == 3 else None
-        # RFC 1122 4.1.3.3: pass errors to the application; like BSD and Linux,
-        # only a connected socket hears of them (the error names its one peer).
-        if sock is None or sock._peer is None or code is None:
-            self._count("icmp.errors_ignored")
-            return
-        self._count("icmp.errors_delivered")
-        sock._set_error(code)
-
     # -- protocol input of one socket (run by the dispatch model) ---------------
-
-    def _udp_input(self, sock: UDPSocket) -> None:
-        """udp_input (udp6_input) for ``sock``: take its PCQ's packets, copy each
-        payload and source out, free the buffers, queue the datagrams, wake
-        the readers."""
-        if sock.type == SOCK_STREAM:
-            return sock._protocol_input()
-        v6 = sock.family == AF_INET6
-        with sock._in_lock:
-            if sock._closed:
-                return
-            raws = self._raw
-            raw_udp = not v6 and bool(raws) and any(r.proto == IPPROTO_UDP for r in raws)
-            accept = self._udp_accept
-            if accept is None:
-                accept = self._udp_accept = self._udp_destinations()
-            # Per datagram in the core: destination and source checked,
-            # payload and source copied out of the buffer (the checksum
-            # verified in the same pass), the buffer freed.  This is the hot
-            # path: no per-datagram work in Python before naming the sources.
-            datagrams, held, nread, drops = udp_take(
-                sock.pcq, self.demux.rows, self.pool, sock.pcq.maxlen, raw_udp, accept)
-            frags = []
-            if held:
-                frags = [self._packet(h, self.demux.rows[h]) for h in held]
-                self.pool.free_many(held)
-            with self._count_lock:
-                c = self._c
-                c["udp.input_runs"] = c.get("udp.input_runs", 0) + 1
-                c["udp.payload_bytes_read"] = c.get("udp.payload_bytes_read", 0) + nread
-                if drops:
-                    section = "udp6." if v6 else "udp."
-                    for reason, n in drops.items():
-                        key = section + reason
-                        c[key] = c.get(key, 0) + n
-                if v6:
-                    taken = len(datagrams) + len(held) + (sum(drops.values()) if drops else 0)
-                    c["ip6.in_receives"] = c.get("ip6.in_receives", 0) + taken
-        names = self._src_names
-        items: list[tuple[bytes, Any]] = []
-        for d in datagrams:
-            name = names.get(d[1])
-            if name is None:
-                if len(names) >= 4096:
-                    names.clear()
-                if v6:
-                    # RFC 4007 6: a link-local peer is named with its zone.
-                    name = names[d[1]] = (str(ipaddress.IPv6Address(d[1])),
-                                          IPV6_SCOPE_ID if _link_scope(d[1]) else 0)
-                else:
-                    name = names[d[1]] = str(ipaddress.IPv4Address(d[1]))
-            items.append((d[0], (name[0], d[2], 0, name[1]) if v6 else (name, d[2])))
-            if raw_udp:
-                self._rip_input(d[3])
-        if items:
-            sock._deliver(items)
-        for packet in frags:
-            if v6:
-                self._fragment6_input(packet)
-            else:
-                self._fragment_input(packet)
-
-    def _udp_destinations(self) -> tuple[bytes, bytes, bytes]:
-        """What a UDP datagram may be sent to and still be ours, as ``udp_take``
-        takes it: our IPv4 address and the broadcasts, our IPv6 addresses and
-        groups, and the MACs those arrive on."""
-        v4 = self.ip_bytes + b"\xff\xff\xff\xff" + self.iface.network.broadcast_address.packed
-        macs = self.mac + b"\xff" * 6 + b"".join(sorted(self._ip6_group_macs))
-        v6 = b"".join(sorted(self._ip6_mine | self._ip6_groups))
-        return v4, v6, macs
 
     def socket(self, family: int = AF_INET, type: int = SOCK_DGRAM,
                proto: int = 0) -> DatagramSocket:
@@ -896,26 +599,6 @@ class Stack:
         """The open sockets."""
         return [*self._socks.values(), *self._raw]
 
-    def _raw_bind(self, sock: RawSocket, host: str) -> None:
-        if host not in (_ANY, self.ip):
-            raise _oserror(errno.EADDRNOTAVAIL)
-        sock._laddr = host
-
-    def _raw_connect(self, sock: RawSocket, host: str) -> None:
-        self._check_route(host)
-        sock._peer = (host, 0)
-
-    def _raw_output(self, sock: RawSocket, host: str, payload: bytes) -> None:
-        self._check_route(host)
-        self._count("raw.sent")
-        self._send_ip(ipaddress.IPv4Address(host).packed, sock.proto, payload)
-
-    def _raw_close(self, sock: RawSocket) -> None:
-        with self._ports_lock:
-            self._raw = tuple(r for r in self._raw if r is not sock)
-        with self._demux_lock:
-            self._free_ids.append(sock.id)
-
     def _pcb_key(self, sock: UDPSocket) -> tuple[int, str, int, Optional[str], int]:
         peer = sock._peer
         return (IPPROTO_UDP, sock._laddr, sock._lport, peer[0] if peer else None,
@@ -927,61 +610,12 @@ class Stack:
             return host == _ANY6 or ipaddress.IPv6Address(host).packed in self._ip6_mine
         return host in (_ANY, self.ip)
 
-    def _udp_bind(self, sock: UDPSocket, host: str, port: int) -> None:
-        if not self._is_local(sock.family, host):
-            raise _oserror(errno.EADDRNOTAVAIL)
-        # IPv4 and IPv6 have separate port spaces (no dual stack).
-        binds = self._binds6 if sock.family == AF_INET6 else self._binds
-        with self._ports_lock:
-            if port == 0:
-                port = ephemeral_port(binds.__contains__, errno.EAGAIN)
-            for other in binds.get(port, ()):
-                if other._laddr == sock._any or host == sock._any or other._laddr == host:
-                    raise _oserror(errno.EADDRINUSE)
-            self.table.insert(IPPROTO_UDP, host, port, None, 0, sock.id)
-            binds.setdefault(port, []).append(sock)
-            sock._laddr, sock._lport = host, port
-
-    def _check_route(self, host: str) -> None:
-        if ":" in host:
-            self._check_route6(host)
-            return
-        addr = ipaddress.IPv4Address(host)
-        if addr not in self.iface.network and host != "255.255.255.255":
-            # One interface and no gateway: only the attached network is reachable.
-            self._count("ip.no_route")
-            raise _oserror(errno.ENETUNREACH)
-
     def _source_address(self, family: int, host: str) -> str:
         """Our address (text) for talking to ``host``: the IPv4 one, or the IPv6
         one of the same scope (RFC 6724 5)."""
         if family == AF_INET6:
             return str(ipaddress.IPv6Address(self._source6(ipaddress.IPv6Address(host).packed)))
         return self.ip
-
-    def _udp_connect(self, sock: UDPSocket, host: str, port: int) -> None:
-        self._check_route(host)
-        with self._ports_lock:
-            old = self._pcb_key(sock)
-            # connect() fixes the source address (RFC 1122 4.1.3.4).
-            laddr = self._source_address(sock.family, host) if sock._laddr == sock._any \
-                else sock._laddr
-            self.table.insert(IPPROTO_UDP, laddr, sock._lport, host, port, sock.id)
-            self.table.remove(*old)
-            sock._laddr, sock._peer = laddr, (host, port)
-            sock._error = 0
-
-    def _udp_close(self, sock: UDPSocket) -> None:
-        binds = self._binds6 if sock.family == AF_INET6 else self._binds
-        with self._ports_lock:
-            if sock._lport:
-                self.table.remove(*self._pcb_key(sock))
-                users = binds.get(sock._lport, [])
-                if sock in users:
-                    users.remove(sock)
-                if not users:
-                    binds.pop(sock._lport, None)
-        self._release_socket(sock, "udp.closed_drops")
 
     def _release_socket(self, sock: Any, drops: str) -> None:
         """Give back a socket whose pcb already left the table: detach its PCQ,
@@ -1003,85 +637,7 @@ class Stack:
         with self._demux_lock:
             self._free_ids.append(sock.id)
 
-    def _udp_output(self, sock: UDPSocket, host: str, port: int, payload: bytes) -> None:
-        route = self._routes.get(host)
-        if route is None:
-            route = self._route(host)
-        dst, broadcast = route
-        if broadcast and not sock.broadcast:
-            # As in BSD and Linux: broadcasting needs SO_BROADCAST.
-            raise _oserror(errno.EACCES, PermissionError)
-        laddr = sock._laddr
-        if not broadcast and (laddr == _ANY or laddr == self.ip) and \
-                28 + len(payload) <= self.mtu:
-            self._udp_output_one(sock, dst, port, payload)
-            return
-        src = self.ip if laddr == _ANY else laddr
-        self._count("udp.sent")
-        self._send_ip(dst, IPPROTO_UDP, udp(src, dst, sock._lport, port, payload))
-
-    def _route(self, host: str) -> tuple[bytes, bool]:
-        """``(packed address, broadcast?)`` for IPv4
-        destination ``host`` once it is known to be routable (raising as
-        ``_check_route`` does otherwise), remembered for the next datagrams."""
-        self._check_route(host)
-        dst = ipaddress.IPv4Address(host).packed
-        route = (dst, host in ("255.255.255.255", self.broadcast))
-        if len(self._routes) >= 4096:
-            self._routes.clear()
-        self._routes[host] = route
-        return route
-
-    def _udp_output_one(self, sock: UDPSocket, dst: bytes, dport: int, payload: bytes) -> None:
-        """One unicast UDP datagram that fits the MTU, from our address: built
-        in the core from the socket's header template for this destination
-        when the next hop is resolved (else through ``_send_packets``, to wait
-        for ARP)."""
-        with self._arp_lock:
-            mac = self.arp.lookup(dst)
-        sport = sock._lport
-        ident = next(self._ident) & 0xFFFF
-        if mac is None:
-            self._count("udp.sent")
-            self._send_packets(dst, [udp4_frame(
-                udp4_template(_NO_MAC, _NO_MAC, self.ip_bytes, dst, sport, dport),
-                payload, ident)[_ETH_HEADER:_ETH_HEADER + 28 + len(payload)]])
-            return
-        flow = sock._tx_flow
-        if flow is None or flow[0] != dst or flow[1] != dport or flow[2] != mac:
-            # The headers every datagram of this flow shares, built once.
-            flow = sock._tx_flow = (dst, dport, mac,
-                                    udp4_template(mac, self.mac, self.ip_bytes, dst, sport, dport))
-        frame = udp4_frame(flow[3], payload, ident)
-        with self._count_lock:
-            c = self._c
-            c["udp.sent"] = c.get("udp.sent", 0) + 1
-            c["ip.out_packets"] = c.get("ip.out_packets", 0) + 1
-        self.interface.transmit((frame,))
-
     # -- output -----------------------------------------------------------------
-
-    def _send_ip(self, dst: bytes, proto: int, payload: bytes) -> None:
-        """Send ``payload`` to ``dst`` as one IPv4 datagram, in fragments above the MTU."""
-        packets = fragment_ipv4(self.ip_bytes, dst, proto, payload, self.mtu,
-                                next(self._ident) & 0xFFFF)
-        if len(packets) > 1:
-            self._count("ip.fragments_sent", len(packets))
-        self._send_packets(dst, packets)
-
-    def _send_packets(self, dst: bytes, packets: Sequence[bytes]) -> None:
-        """Frame IPv4 packets for next hop ``dst`` (ARP, packets held while it
-        resolves) and transmit them."""
-        self._count("ip.out_packets", len(packets))
-        if dst == b"\xff\xff\xff\xff" or dst == self.iface.network.broadcast_address.packed:
-            frames = [ethernet(_BROADCAST_MAC, self.mac, ETH_P_IP, p) for p in packets]
-        else:
-            frames = []
-            with self._arp_lock:
-                for p in packets:
-                    frames += self.arp.resolve(dst, p)
-        if frames:
-            self.interface.transmit(frames)
 
     # -- ping and readiness -----------------------------------------------------
 
@@ -1160,354 +716,4 @@ class Stack:
 
     # -- IPv6 (RFC 8200), Neighbor Discovery (RFC 4861), ICMPv6 (RFC 4443) ------
 
-    def _ip6_setup(self, ipv6: Optional[str], clock: Callable[[], float], icmp_rate: float,
-                   icmp_burst: int) -> None:
-        """The IPv6 side of the constructor: our addresses, the groups we join, the
-        Neighbor Cache.  With ``ipv6`` None, IPv6 stays off."""
-        self.iface6: Optional[ipaddress.IPv6Interface] = None
-        self.ip6: Optional[str] = None
-        self.ip6_bytes = b""
-        #: the link-local address (fe80::/64, modified EUI-64 of the MAC)
-        self.ll6: Optional[str] = None
-        self.ll6_bytes = b""
-        self.nd: Optional[NeighborCache] = None
-        self._ip6_mine: frozenset[bytes] = frozenset()
-        self._ip6_groups: frozenset[bytes] = frozenset()
-        self._ip6_group_macs: frozenset[bytes] = frozenset()
-        self._nd_lock = threading.Lock()
-        self._binds6: dict[int, list[UDPSocket]] = {}
-        self._ident6 = itertools.count(int.from_bytes(os.urandom(4), "big"))
-        self.icmp6_limit = TokenBucket(icmp_rate, icmp_burst, clock=clock)
-        if ipv6 is None:
-            return
-        iface6 = ipaddress.IPv6Interface(ipv6)
-        ip = iface6.ip
-        if ip.is_multicast or ip.is_unspecified or ip.is_loopback or ip.ipv4_mapped is not None:
-            raise ValueError(f"{ip} cannot be an interface's unicast address")
-        if self.mtu < 1280:
-            # RFC 8200 5: every link carrying IPv6 has an MTU of at least 1280.
-            raise ValueError(f"IPv6 needs an MTU of at least 1280, the interface has {self.mtu}")
-        self.iface6 = iface6
-        self.ip6 = str(ip)
-        self.ip6_bytes = ip.packed
-        self.ll6_bytes = link_local_address(self.mac)
-        self.ll6 = str(ipaddress.IPv6Address(self.ll6_bytes))
-        mine = [self.ip6_bytes] + ([self.ll6_bytes] if self.ll6_bytes != self.ip6_bytes else [])
-        self._ip6_mine = frozenset(mine)
-        # RFC 4861 7.2.1, RFC 4291 2.8: a node joins the all-nodes group and the
-        # solicited-node group of each of its addresses; the NIC takes their
-        # 33:33:xx:xx:xx:xx frames (RFC 2464 7).
-        groups = {ALL_NODES} | {solicited_node(a) for a in mine}
-        self._ip6_groups = frozenset(groups)
-        self._ip6_group_macs = frozenset(ipv6_multicast_mac(g) for g in groups)
-        self._udp_accept = None  # the accepted destinations changed
-        # 64 held packets per neighbour: enough for the fragments of the largest datagram.
-        self.nd = NeighborCache(self.mac, mine, clock=clock, max_pending_per_ip=64)
-
-    def _source6(self, dst: bytes) -> bytes:
-        """Our source address for ``dst``: the one of the same scope (RFC 6724 5, rule 2)."""
-        if _link_scope(dst) or (dst[0] == 0xFF and dst[1] & 0x0F == 2):
-            return self.ll6_bytes
-        return self.ip6_bytes
-
-    def _sockaddr6(self, host: str, port: int) -> tuple[str, int, int, int]:
-        """An AF_INET6 socket address as Python gives it: (host, port, flowinfo, scope_id)."""
-        scope = IPV6_SCOPE_ID if _link_scope(ipaddress.IPv6Address(host).packed) else 0
-        return host, port, 0, scope
-
-    def _check_route6(self, host: str) -> None:
-        if self.iface6 is None:
-            self._count("ip6.no_route")
-            raise _oserror(errno.ENETUNREACH)
-        addr = ipaddress.IPv6Address(host.split("%", 1)[0])
-        # One interface, no router: the prefix and link-local scope are on-link
-        # (RFC 4861 5.2); link-local multicast goes out on the one link.
-        if addr in self.iface6.network or addr.is_link_local or \
-                (addr.is_multicast and (addr.packed[1] & 0x0F) == 2):
-            return
-        self._count("ip6.no_route")
-        raise _oserror(errno.ENETUNREACH)
-
-    def _ip6_accepted(self, row: Any) -> bool:
-        """Whether an IPv6 frame is for us: to our MAC or a group we joined, to one
-        of our addresses or groups, from a source that is not multicast; each
-        rejection counted."""
-        dst_mac = row["dst_mac"].tobytes()
-        if dst_mac != self.mac and dst_mac not in self._ip6_group_macs:
-            self._count("ip6.l2_not_for_us")
-            return False
-        dst = row["dst"].tobytes()
-        if dst not in self._ip6_mine and dst not in self._ip6_groups:
-            self._count("ip6.not_for_us")
-            return False
-        if row["src"][0] == 0xFF:
-            # RFC 4291 2.7: a multicast address is never a source.
-            self._count("ip6.bad_source")
-            return False
-        return True
-
-    def _ip6_input(self, h: int, length: int, row: Any, unmatched: bool) -> None:
-        """An IPv6 frame the demux handed back: ICMPv6 and NDP, fragments, and
-        (``unmatched``) UDP or TCP for no socket (RFC 8200 4, RFC 4443 3.1)."""
-        if self.nd is None:
-            self._count("ip6.unsupported")
-            return
-        self._count("ip6.in_receives")
-        if not self._ip6_accepted(row):
-            return
-        packet = self._packet(h, row)
-        flags = int(row["flags"])
-        if flags & Flag.FRAGMENT:
-            self._fragment6_input(packet)
-            return
-        proto = int(row["proto"])
-        l2_multicast = bool(flags & (Flag.L2_MULTICAST | Flag.L2_BROADCAST))
-        if unmatched:
-            if proto == IPPROTO_UDP:
-                self._count("udp6.no_port")
-                self._send_icmp6_error(packet, ICMPV6_DEST_UNREACH, 4, l2_multicast)
-            else:
-                self._count("tcp6.no_socket")
-                if proto == IPPROTO_TCP and not l2_multicast:
-                    self._tcp_reset_for(h, row)
-            return
-        if proto == IPPROTO_ICMPV6:
-            l4 = int(row["l4_off"]) - int(row["l3_off"])
-            frame = self.pool.data[h, :length].tobytes() if flags & Flag.NDP else None
-            self._icmp6_input(packet, l4, frame)
-            return
-        if proto == IPPROTO_NONE:
-            self._count("ip6.no_next_header")
-            return
-        # RFC 8200 4: an unrecognised Next Header draws a Parameter Problem, code 1,
-        # pointing at that Next Header field.
-        self._count("ip6.unknown_next_header")
-        self._send_icmp6_error(packet, ICMPV6_PARAMETER_PROBLEM, 1, l2_multicast,
-                               _next_header_field(packet))
-
-    def _fragment6_input(self, packet: bytes) -> None:
-        """An IPv6 fragment: reassemble (RFC 8200 4.5) and hand the whole datagram on."""
-        if packet[6] != 44:
-            # Only a Fragment header right after the IPv6 header is reassembled.
-            self._count("ip6.fragment_after_ext_header")
-            return
-        try:
-            frag = ipv6_fragment(packet)
-        except ValueError:
-            self._count("ip6.fragment_malformed")
-            return
-        with self._reasm_lock:
-            data = self.reassembler.input(frag.src, frag.dst, frag.proto, frag.ident,
-                                          frag.offset_bytes, frag.more_fragments, frag.payload,
-                                          frag.header if frag.offset_bytes == 0 else None)
-            proto = self.reassembler.last_proto
-        if data is None:
-            return
-        self._count("ip6.reassembled")
-        if proto == IPPROTO_UDP:
-            self._udp6_datagram_input(frag.src, frag.dst, data)
-        elif proto == IPPROTO_TCP:
-            self.tcp.datagram_input(frag.src, frag.dst, data)
-        elif proto == IPPROTO_ICMPV6:
-            self._icmp6_input(ipv6_packet(frag.src, frag.dst, IPPROTO_ICMPV6, data), 40, None)
-        elif proto == IPPROTO_NONE:
-            self._count("ip6.no_next_header")
-        else:
-            self._count("ip6.unknown_next_header")
-
-    def _udp6_datagram_input(self, src: bytes, dst: bytes, segment: bytes) -> None:
-        """A reassembled UDP datagram over IPv6: check it and queue it on its socket."""
-        if len(segment) < 8:
-            self._count("udp6.truncated")
-            return
-        sport, dport, ulen, csum = struct.unpack_from("!HHHH", segment)
-        if ulen != len(segment):
-            self._count("udp6.bad_length")
-            return
-        if csum == 0:
-            # RFC 8200 8.1: the UDP checksum is mandatory over IPv6.
-            self._count("udp6.zero_checksum")
-            return
-        if internet_checksum(segment, pseudo_header_sum(src, dst, IPPROTO_UDP, ulen)):
-            self._count("udp6.bad_checksum")
-            return
-        sid = self.table.lookup(IPPROTO_UDP, dst, dport, src, sport)
-        sock = self._socks.get(sid) if sid is not None else None
-        if sock is None:
-            self._count("udp6.no_port")
-            self._send_icmp6_error(ipv6_packet(src, dst, IPPROTO_UDP, segment),
-                                   ICMPV6_DEST_UNREACH, 4, False)
-            return
-        # The AF_INET6 4-tuple travels where the AF_INET pair does.
-        peer: Any = self._sockaddr6(str(ipaddress.IPv6Address(src)), sport)
-        sock._deliver([(segment[8:], peer)])
-
-    def _icmp6_input(self, packet: bytes, l4: int, frame: Optional[bytes]) -> None:
-        """An ICMPv6 message to us (RFC 4443, RFC 4861): ``l4`` is its offset in
-        ``packet``; ``frame`` the whole frame of a Neighbor Discovery message (None
-        when it came in fragments, which NDP never does, RFC 6980 5)."""
-        plen = struct.unpack_from("!H", packet, 4)[0]
-        message = packet[l4:40 + plen]
-        if len(message) < 8:
-            self._count("icmp6.truncated")
-            return
-        src, dst = packet[8:24], packet[24:40]
-        if icmpv6_checksum_bad(src, dst, message):
-            self._count("icmp6.bad_checksum")
-            return
-        self._count("icmp6.in_msgs")
-        kind = message[0]
-        if kind == 128:
-            self._count("icmp6.in_echo")
-            if src == bytes(16):
-                self._count("icmp6.echo_rejected_unspecified_source")
-                return
-            # RFC 4443 4.2: same identifier, sequence and data; a request to a
-            # group is answered from our unicast address of the same scope.
-            reply_src = dst if dst in self._ip6_mine else self._source6(src)
-            reply = icmpv6_message(reply_src, src, 129, 0, struct.unpack_from("!I", message, 4)[0],
-                                   message[8:])
-            self._count("icmp6.out_echo_reply")
-            self._send_ip6(src, IPPROTO_ICMPV6, reply, reply_src)
-            return
-        if kind == 129:
-            ident, seq = struct.unpack_from("!HH", message, 4)
-            waiter = self._pings.pop((ident, seq), None)
-            if waiter is None:
-                self._count("icmp6.echo_reply_unexpected")
-                return
-            self._count("icmp6.in_echo_reply")
-            waiter[1] = self.clock()
-            waiter[0].set()
-            return
-        if 133 <= kind <= 137:
-            self._count("icmp6.in_nd")
-            if frame is None:
-                self._count("icmp6.nd_fragmented")
-                return
-            # Hop limit 255, code, length and options are validated there (RFC 4861 7.1).
-            with self._nd_lock:
-                frames = self.nd.input(frame) if self.nd is not None else []
-            if frames:
-                self.interface.transmit(frames)
-            return
-        if kind in (130, 131, 132, 143):
-            # Multicast Listener Discovery: we join only link-local groups and answer no queries.
-            self._count("icmp6.in_mld_ignored")
-            return
-        if kind >= 128:
-            # RFC 4443 2.4(b): unknown informational messages are discarded.
-            self._count("icmp6.in_unknown_informational")
-            return
-        self._count(f"icmp6.in_{_ICMP6_TYPE_NAMES.get(kind, 'unknown_error')}")
-        try:
-            err = parse_icmp_error(message, 6)
-        except IcmpRejected as exc:
-            self._count(f"icmp6.rejected_{exc.reason}")
-            return
-        if err.proto != IPPROTO_UDP or err.src not in self._ip6_mine:
-            self._count("icmp6.errors_not_udp")
-            return
-        sid = self.table.lookup(IPPROTO_UDP, err.src, err.sport, err.dst, err.dport)
-        sock = self._socks.get(sid) if sid is not None else None
-        code = _ICMP6_ERRNO.get((err.type, err.code), _ICMP6_ERRNO.get((err.type, None)))
-        # RFC 4443 2.4(d), RFC 1122 4.1.3.3: a connected socket hears of it.
-        if sock is None or sock._peer is None or code is None:
-            self._count("icmp6.errors_ignored")
-            return
-        self._count("icmp6.errors_delivered")
-        sock._set_error(code)
-
-    def _send_icmp6_error(self, packet: bytes, kind: int, code: int, l2_multicast: bool,
-                          info: int = 0) -> None:
-        """A rate-limited ICMPv6 error about ``packet`` (RFC 4443 2.4(f)); none about
-        an ICMPv6 error, a multicast destination or from an unspecified or multicast
-        source (RFC 4443 2.4(e))."""
-        reason = error_suppressed(packet, l2_multicast)
-        if reason is not None:
-            self._count(f"icmp6.error_suppressed_{reason}")
-            return
-        with self._icmp_lock:
-            allowed = self.icmp6_limit.allow()
-        if not allowed:
-            self._count("icmp6.ratelimited")
-            return
-        dst = packet[24:40]
-        src = dst if dst in self._ip6_mine else self._source6(packet[8:24])
-        error = icmp_error(packet, kind, code, src, info, l2_multicast)
-        self._count(f"icmp6.out_{_ICMP6_TYPE_NAMES[kind]}")
-        self._send_ip6_packets(packet[8:24], [error])
-
-    def _send_ip6(self, dst: bytes, proto: int, payload: bytes,
-                  src: Optional[bytes] = None) -> None:
-        """Send ``payload`` to ``dst`` as one IPv6 packet, in fragments (a Fragment
-        header, RFC 8200 4.5) when it does not fit the MTU."""
-        if src is None:
-            src = self._source6(dst)
-        if 40 + len(payload) <= self.mtu:
-            packets = [ipv6_packet(src, dst, proto, payload)]
-        else:
-            packets = fragment_ipv6(src, dst, proto, payload, self.mtu,
-                                    next(self._ident6) & 0xFFFFFFFF)
-            self._count("ip6.fragments_sent", len(packets))
-        self._send_ip6_packets(dst, packets)
-
-    def _send_ip6_packets(self, dst: bytes, packets: Sequence[bytes]) -> None:
-        """Frame IPv6 packets for neighbour ``dst`` (Neighbor Discovery; packets held
-        while it resolves, RFC 4861 7.2.2) and transmit them."""
-        self._count("ip6.out_packets", len(packets))
-        if dst[0] == 0xFF:
-            mac = ipv6_multicast_mac(dst)
-            frames = [ethernet(mac, self.mac, ETH_P_IPV6, p) for p in packets]
-        else:
-            frames = []
-            with self._nd_lock:
-                assert self.nd is not None
-                for p in packets:
-                    frames += self.nd.resolve(dst, p)
-        if frames:
-            self.interface.transmit(frames)
-
     # -- UDP over IPv6 sockets ----------------------------------------------------
-
-    def _socket6(self, type: int, proto: int) -> UDP6Socket:
-        if self.nd is None:
-            # IPv6 is off on this stack.
-            raise _oserror(errno.EAFNOSUPPORT)
-        if type != SOCK_DGRAM or proto not in (0, IPPROTO_UDP):
-            raise _oserror(errno.EPROTONOSUPPORT)
-        with self._demux_lock:
-            sid = self._new_id()
-            sock = UDP6Socket(self, sid, PCQ(self.pcq_len))
-            sock._cont = self.dispatch.continuation(sock)
-            # Attached before its pcb enters the table (the demux's rule).
-            self.demux.attach(sid, sock.pcq)
-            self._socks[sid] = sock
-        return sock
-
-    def _udp6_output(self, sock: UDPSocket, host: str, port: int, payload: bytes) -> None:
-        self._check_route6(host)
-        dst = ipaddress.IPv6Address(host).packed
-        src = self._source6(dst) if sock._laddr == _ANY6 else \
-            ipaddress.IPv6Address(sock._laddr).packed
-        self._count("udp6.sent")
-        # udp() always computes the checksum, sending a zero as 0xFFFF (RFC 8200 8.1).
-        self._send_ip6(dst, IPPROTO_UDP, udp(src, dst, sock._lport, port, payload), src)
-
-
-def _link_scope(addr: bytes) -> bool:
-    """Whether an IPv6 address is link-local unicast, fe80::/10 (RFC 4291 2.5.6)."""
-    return addr[0] == 0xFE and addr[1] & 0xC0 == 0x80
-
-
-def _next_header_field(packet: bytes) -> int:
-    """The offset in ``packet`` (IPv6) of the Next Header field naming its upper layer:
-    6, or the first byte of the last extension header (RFC 8200 4)."""
-    nh, field, off = packet[6], 6, 40
-    for _ in range(8):
-        unit = _IPV6_EXT_HEADERS.get(nh)
-        if unit is None or off + 2 > len(packet):
-            break
-        step = 8 if nh == 44 else (packet[off + 1] + (2 if nh == 51 else 1)) * unit
-        nh, field, off = packet[off], off, off + step
-    return field
