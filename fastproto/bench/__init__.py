@@ -45,6 +45,9 @@ class Case:
     baseline_name: str = ""
     goal_rate: Optional[float] = None
     goal_ratio: Optional[float] = None
+    #: the most the figure may be (in ``scale`` units), for a figure where
+    #: less is better (e.g. bytes per connection)
+    goal_max: Optional[float] = None
     #: ratio the baseline must stay *above* (e.g. 0.8x deque): goal is rate >= ratio * baseline
     scale: float = 1e9
     scale_name: str = "GB/s"
@@ -75,11 +78,14 @@ class Result:
         ok = True
         if self.case.goal_rate is not None:
             ok &= self.rate / self.case.scale >= self.case.goal_rate
+        if self.case.goal_max is not None:
+            ok &= self.rate / self.case.scale <= self.case.goal_max
         if self.case.goal_ratio is not None:
             if self.ratio is None:
                 return None
             ok &= self.ratio >= self.case.goal_ratio
-        if self.case.goal_rate is None and self.case.goal_ratio is None:
+        if self.case.goal_rate is None and self.case.goal_ratio is None \
+                and self.case.goal_max is None:
             return None
         return ok
 
@@ -87,6 +93,8 @@ class Result:
         parts = []
         if self.case.goal_rate is not None:
             parts.append(f">= {self.case.goal_rate:g} {self.case.scale_name}")
+        if self.case.goal_max is not None:
+            parts.append(f"<= {self.case.goal_max:g} {self.case.scale_name}")
         if self.case.goal_ratio is not None:
             parts.append(f">= {self.case.goal_ratio:g}x")
         return ", ".join(parts)
