@@ -224,3 +224,221 @@ def test_wait_sends_delayed_frames_when_due():
 def test_wait_times_out_with_nothing_pending():
     f, _ = through()
     assert f.wait(0.01) is False
+
+
+# -- the receive side -------------------------------------------------------------
+
+def received_through(seed=0, **impair):
+    """A FaultInjector on end a of a LinkPair, impairing what a receives; end b sends."""
+    link = LinkPair(rx_ring_size=1 << 20)
+    return FaultInjector(link.a, seed=seed, **impair), link.b
+
+
+@pytest.mark.parametrize("bad", [dict(rx_loss=-0.1), dict(rx_duplicate=1.5), dict(rx_corrupt=2),
+                                 dict(rx_reorder=-1), dict(reorder_hold=-1)])
+def test_bad_receive_parameters_are_refused(bad):
+    with pytest.raises(ValueError):
+        FaultInjector(LinkPair().a, **bad)
+
+
+@pytest.mark.parametrize("name", ["loss", "rx_loss", "rx_reorder", "rx_duplicate", "rx_corrupt"])
+def test_a_probability_changed_later_is_checked_too(name):
+    f = FaultInjector(LinkPair().a)
+    setattr(f, name, 0.5)
+    assert getattr(f, name) == 0.5
+    with pytest.raises(ValueError):
+        setattr(f, name, 1.5)
+    assert getattr(f, name) == 0.5
+
+
+def test_receive_loss_rate_is_near_the_setting_and_counted_apart_from_transmit():
+    f, b = received_through(seed=3, rx_loss=0.1)
+    b.transmit(numbered(10_000))
+    got = f.receive(20_000)
+    s = f.stats()
+    assert 800 <= s["fault_rx_lost"] <= 1200
+    assert len(got) == 10_000 - s["fault_rx_lost"]
+    nums = [number(x) for x in got]
+    assert nums == sorted(nums)
+    # Transmit is not impaired by receive settings.
+    f.transmit(numbered(100))
+    assert len(b.receive(1000)) == 100 and s["fault_lost"] == 0
+
+
+def test_one_wrapper_impairs_both_directions_with_separate_counters():
+    f, b = received_through(seed=8, loss=0.2, rx_loss=0.3)
+    f.transmit(numbered(2000))
+    b.transmit(numbered(2000))
+    sent_through = b.receive(10_000)
+    received = f.receive(10_000)
+    s = f.stats()
+    assert len(sent_through) == 2000 - s["fault_lost"]
+    assert len(received) == 2000 - s["fault_rx_lost"]
+    assert 300 <= s["fault_lost"] <= 500 and 500 <= s["fault_rx_lost"] <= 700
+
+
+def test_receive_pattern_is_reproducible_and_independent_of_transmit_traffic():
+    runs = []
+    for sent in (0, 0, 777):
+        f, b = received_through(seed=42, loss=0.5, rx_loss=0.3, rx_corrupt=0.1)
+        if sent:
+            f.transmit(numbered(sent))  # draws from the transmit generators only
+        b.transmit(numbered(500))
+        runs.append(f.receive(1000))
+    assert runs[0] == runs[1] == runs[2]
+    f, b = received_through(seed=43, rx_loss=0.3, rx_corrupt=0.1)
+    b.transmit(numbered(500))
+    assert f.receive(1000) != runs[0]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(1, 20), min_size=1, max_size=10), st.integers(0, 2**32))
+def test_receive_output_does_not_depend_on_how_frames_are_taken(takes, seed):
+    impair = dict(rx_loss=0.2, rx_duplicate=0.2, rx_corrupt=0.2)
+    frames = numbered(sum(takes), size=16)
+    f1, b1 = received_through(seed, **impair)
+    b1.transmit(frames)
+    whole = f1.receive(1000)
+    f2, b2 = received_through(seed, **impair)
+    b2.transmit(frames)
+    pieces = []
+    for k in takes:
+        pieces += f2.receive(k)
+    pieces += f2.receive(1000)  # duplicates that did not fit the last take
+    assert pieces == whole
+
+
+def test_receive_duplicates_corruption_and_reordering_are_counted():
+    clock = FakeClock()
+    f, b = received_through(seed=11, rx_duplicate=0.1, rx_corrupt=0.1, rx_reorder=0.1, clock=clock)
+    sent = numbered(3000)
+    b.transmit(sent)
+    got = f.receive(10_000)
+    clock.t += 1  # past reorder_hold: a frame held at the end is released too
+    got += f.receive(10_000)
+    s = f.stats()
+    assert 200 < s["fault_rx_duplicated"] < 400
+    assert 200 < s["fault_rx_corrupted"] < 400
+    assert 200 < s["fault_rx_reordered"] < 400
+    assert len(got) == 3000 + s["fault_rx_duplicated"]
+    assert s["fault_rx_held"] == 0 and s["fault_rx_queued"] == 0
+    intact = [number(x) for x in got if x in set(sent)]
+    assert intact != sorted(intact)  # reordered
+    assert sum(1 for x in got if x not in set(sent)) >= s["fault_rx_corrupted"]
+
+
+def test_a_duplicate_beyond_the_take_waits_for_the_next_one():
+    f, b = received_through(rx_duplicate=1.0)
+    b.transmit(numbered(3))
+    assert [number(x) for x in f.receive(3)] == [0, 0, 1]
+    assert f.stats()["fault_rx_queued"] == 3
+    assert [number(x) for x in f.receive(10)] == [1, 2, 2]
+
+
+def test_a_held_received_frame_is_released_after_reorder_hold():
+    clock = FakeClock()
+    f, b = received_through(rx_reorder=1.0, clock=clock)
+    b.transmit(numbered(2))
+    assert f.receive(10) == []  # both held: nothing followed them
+    assert f.stats()["fault_rx_held"] == 2
+    clock.t += 0.005  # half of reorder_hold
+    assert f.receive(10) == []
+    clock.t += 0.01
+    f.flush()
+    assert [number(x) for x in f.receive(10)] == [0, 1]
+
+
+def test_wait_wakes_for_a_held_received_frame():
+    f, b = received_through(rx_reorder=1.0, reorder_hold=0.02)
+    b.transmit(numbered(1))
+    assert f.receive(10) == []  # taken off the ring and held
+    assert f.wait(30) is True
+    assert [number(x) for x in f.receive(10)] == [0]
+    assert f.wait(0.01) is False
+
+
+def test_impaired_receive_into_fills_the_pool():
+    f, b = received_through(seed=2, rx_loss=0.5, rx_duplicate=0.2)
+    b.transmit(numbered(64, size=100))
+    pool = BufferPool(256)
+    handles, lengths = np.zeros(256, np.uint64), np.zeros(256, np.uint32)
+    n = f.receive_into(pool, handles, lengths)
+    s = f.stats()
+    assert n == 64 - s["fault_rx_lost"] + s["fault_rx_duplicated"]
+    got = [bytes(pool.data[h, :k]) for h, k in zip(handles[:n], lengths[:n])]
+    assert set(got) <= set(numbered(64, size=100))
+    assert pool.available == 256 - n
+
+
+def test_impaired_receive_into_counts_frames_finding_no_buffer_or_too_long():
+    f, b = received_through(rx_duplicate=1.0)
+    b.transmit([bytes(100), bytes(40), bytes(40)])  # six frames once duplicated
+    pool = BufferPool(3, size=64)
+    handles, lengths = np.zeros(8, np.uint64), np.zeros(8, np.uint32)
+    assert f.receive_into(pool, handles, lengths) == 3
+    s = f.stats()
+    assert s["fault_rx_oversize"] == 2 and s["fault_rx_no_buffer"] == 1
+
+
+def test_going_down_drops_held_and_queued_received_frames_and_counts_them():
+    clock = FakeClock()
+    f, b = received_through(rx_reorder=1.0, clock=clock)
+    b.transmit(numbered(3))
+    f.receive(10)
+    f.down()
+    assert f.stats()["fault_dropped_down"] == 3 and f.stats()["fault_rx_held"] == 0
+    f.up()
+    clock.t += 1
+    assert f.receive(10) == []
+
+
+def ones_complement_sum(data: bytes) -> int:
+    """RFC 1071 sum of 16-bit big-endian words (an independent reference)."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=1, max_size=200), st.integers(0, 2**32))
+def test_corruption_in_one_word_is_always_caught_by_the_internet_checksum(frame, seed):
+    import random
+    from fastproto.phy.fault_injector import flip_bits
+    bad = flip_bits(frame, random.Random(seed), in_word=True)
+    diff = [i for i in range(len(frame)) if frame[i] != bad[i]]
+    assert diff and diff[-1] - diff[0] <= 1 and diff[0] // 2 == diff[-1] // 2
+    assert 1 <= sum(bin(a ^ b).count("1") for a, b in zip(frame, bad)) <= 3
+    # A nonzero sum stays nonzero: both sums are the same value only if nothing changed
+    # (0x0000 and 0xFFFF, the two zeros, cannot both come from one frame and a 1-3 bit change).
+    assert ones_complement_sum(bad) != ones_complement_sum(frame)
+
+
+def test_corruption_anywhere_sometimes_escapes_the_internet_checksum():
+    # Why corrupt_in_word exists: two flips of one bit position, 0->1 in one word
+    # and 1->0 in another, leave the one's complement sum as it was.
+    import random
+    from fastproto.phy.fault_injector import flip_bits
+    frame = random.Random(0).randbytes(64)
+    escaped = 0
+    for seed in range(3000):
+        bad = flip_bits(frame, random.Random(seed))
+        if bad != frame and ones_complement_sum(bad) == ones_complement_sum(frame):
+            escaped += 1
+    assert escaped > 0
+
+
+def test_corrupt_in_word_applies_to_both_directions():
+    link = LinkPair()
+    f = FaultInjector(link.a, seed=4, corrupt=1.0, rx_corrupt=1.0, corrupt_in_word=True)
+    sent = numbered(100, size=64)
+    f.transmit(sent)
+    link.b.transmit(sent)
+    for got in (link.b.receive(200), f.receive(200)):
+        assert len(got) == 100
+        for s, g in zip(sent, got):
+            diff = [i for i in range(len(s)) if s[i] != g[i]]
+            assert diff and diff[0] // 2 == diff[-1] // 2
+    assert f.stats()["fault_corrupted"] == 100 and f.stats()["fault_rx_corrupted"] == 100
