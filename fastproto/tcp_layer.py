@@ -19,10 +19,11 @@ import threading
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from fastproto._core.pcq import PCQ
+from fastproto._core.tso import tcp_frames
 from fastproto.proto.syncookie import SynCookies
 from fastproto.proto.tcp_isn import IsnGenerator
 from fastproto.proto.tcp_listen import Listener, ListenConfig
-from fastproto.proto.tcp_timers import TcpConfig
+from fastproto.proto.tcp_timers import TcpConfig, count
 from fastproto.sched.continuation import ContinuationQueue
 from fastproto.socket import AF_INET, AF_INET6, _oserror, ephemeral_port
 from fastproto.tcp_socket import TCPSocket
@@ -37,19 +38,30 @@ if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
 IPPROTO_TCP = 6
 MASK = 0xFFFFFFFF
 _IP_DF = 0x4000
+#: EtherType of IPv4 (IEEE 802.3), after the MAC addresses of a frame
+_ETH_IPV4 = b"\x08\x00"
+#: bytes of one large send handed to the core's segmentation (as a NIC's 64 KiB TSO)
+_TSO_MAX = 65536
 
 
 class TcpLayer:
     """TCP for ``stack``.  ``syn_queue_len``: half-open connections a listener
     keeps before it answers with SYN cookies; ``pcq_len``: packets a TCP
-    socket's PCQ holds; ``config``: keyword settings for :class:`TcpConfig`
-    (``rcvbuf``, ``sndbuf``, ``time_wait``, ``delack``, ``rto_min``...)."""
+    socket's PCQ holds; ``listen_pcq_len``: packets a listening socket's PCQ
+    holds (default: the larger of ``pcq_len`` and ``syn_queue_len``);
+    ``config``: keyword settings for :class:`TcpConfig` (``rcvbuf``,
+    ``sndbuf``, ``time_wait``, ``delack``, ``rto_min``...)."""
 
     def __init__(self, stack: "Stack", syn_queue_len: int = 1024, pcq_len: int = 256,
-                 **config: Any) -> None:
+                 listen_pcq_len: Optional[int] = None, **config: Any) -> None:
         self.stack = stack
         self.syn_queue_len = syn_queue_len
         self.pcq_len = pcq_len
+        # Every SYN and handshake-completing ACK of a burst of connections
+        # lands on the listener's PCQ, while a connection's own PCQ only needs
+        # its window's worth of segments: many connections can keep small ones.
+        self.listen_pcq_len = (max(pcq_len, syn_queue_len) if listen_pcq_len is None
+                               else listen_pcq_len)
         self.counters: dict[str, int] = {}
         self._config_args = config
         self._configs: dict[int, TcpConfig] = {}
@@ -61,9 +73,12 @@ class TcpLayer:
         self.timerq = ContinuationQueue(clock=stack.clock)
         self._timer_thread_started = False
         self._lock = threading.Lock()
-        #: (family, port) -> sockets using it
-        self._ports: dict[tuple[int, int], list[TCPSocket]] = {}
+        #: (family, port) -> sockets using it (a dict for its order and O(1)
+        #: removal: a listener's port has one entry per accepted connection)
+        self._ports: dict[tuple[int, int], dict[TCPSocket, None]] = {}
         self._listeners: list[Listener] = []
+        #: address text -> packed address, for the connections' routes
+        self._packed_addrs: dict[str, bytes] = {}
         #: the pool's buffers as one flat byte view: payloads are slices of it
         self.pool_flat = memoryview(stack.pool.data.reshape(-1))
 
@@ -73,8 +88,11 @@ class TcpLayer:
         """The connection settings for ``family`` (shared by its connections)."""
         cfg = self._configs.get(family)
         if cfg is None:
+            # Large sends by default: output() cuts them in the core (tso.pyx).
+            args = dict(self._config_args)
+            args.setdefault("tso", _TSO_MAX)
             cfg = TcpConfig(mtu=self.stack.mtu, ipv6=family == AF_INET6, counters=self.counters,
-                            **self._config_args)
+                            **args)
             self._configs[family] = cfg
         return cfg
 
@@ -116,7 +134,7 @@ class TcpLayer:
                     # connections linger (TIME_WAIT), as on Linux.
                     if not (sock._reuseaddr and other._closed):
                         raise _oserror(errno.EADDRINUSE)
-            self._ports.setdefault((sock.family, port), []).append(sock)
+            self._ports.setdefault((sock.family, port), {})[sock] = None
             sock._laddr, sock._lport = host, port
 
     def listener(self, sock: TCPSocket, backlog: int) -> Listener:
@@ -127,6 +145,12 @@ class TcpLayer:
                                   timestamps=cfg.timestamps, synack_rto=cfg.rto_initial)
         lst = Listener((sock._laddr, sock._lport), backlog, self.syn_queue_len, listen_cfg,
                        self.stack.clock, self.isn, self.cookies, sock._out.append, self.ts_clock)
+        if self.listen_pcq_len > sock.pcq.maxlen:
+            # Not in the table yet, so its PCQ is empty: swap in a deeper one.
+            stack = self.stack
+            with stack._demux_lock:
+                sock.pcq = PCQ(self.listen_pcq_len)
+                stack.demux.attach(sock.id, sock.pcq)
         self._hash(sock, (IPPROTO_TCP, sock._laddr, sock._lport, None, 0))
         self._listeners.append(lst)
         return lst
@@ -158,9 +182,18 @@ class TcpLayer:
         """Cache what every segment of ``sock``'s connection is built from."""
         peer = sock._peer
         assert peer is not None
-        src = ipaddress.ip_address(sock._laddr).packed
-        dst = ipaddress.ip_address(peer[0]).packed
+        src, dst = self._packed(sock._laddr), self._packed(peer[0])
         sock._route = (src, dst, pseudo_sum(src, dst), sock._lport, peer[1])
+
+    def _packed(self, host: str) -> bytes:
+        """``host``'s packed address, one bytes object shared by the connections
+        that use it (thousands of connections often have one or two peers)."""
+        packed = self._packed_addrs.get(host)
+        if packed is None:
+            if len(self._packed_addrs) >= 4096:
+                self._packed_addrs.clear()
+            packed = self._packed_addrs[host] = ipaddress.ip_address(host).packed
+        return packed
 
     def child(self, parent: TCPSocket, record: Any) -> TCPSocket:
         """The socket of a connection ``parent``'s listener completed, with its pcb."""
@@ -171,7 +204,7 @@ class TcpLayer:
         child._nodelay = parent._nodelay
         child._keepalive = parent._keepalive
         with self.stack._ports_lock:
-            self._ports.setdefault((child.family, child._lport), []).append(child)
+            self._ports.setdefault((child.family, child._lport), {})[child] = None
         self._route(child)
         self._hash(child, (IPPROTO_TCP, child._laddr, child._lport, record.remote[0],
                            record.remote[1]))
@@ -195,18 +228,42 @@ class TcpLayer:
         """Give back everything ``sock`` held: pcb, port, PCQ, id."""
         stack = self.stack
         self.unhash(sock)
+        if sock.listener is not None:
+            self._reset_queued(sock)
         with stack._ports_lock:
             users = self._ports.get((sock.family, sock._lport))
             if users is not None and sock in users:
-                users.remove(sock)
+                del users[sock]
                 if not users:
                     del self._ports[(sock.family, sock._lport)]
             if sock.listener is not None and sock.listener in self._listeners:
                 self._listeners.remove(sock.listener)
                 # Its counters outlive it.
                 for k, v in sock.listener.stats().items():
-                    self.counters[k] = self.counters.get(k, 0) + v
+                    count(self.counters, k, v)
         stack._release_socket(sock, "tcp.closed_drops")
+
+    def _reset_queued(self, sock: TCPSocket) -> None:
+        """Answer the segments still on the PCQ of listener ``sock``, whose pcb
+        just left the table, as the ones after them will be: they reached no
+        socket, so a reset (RFC 9293 3.10.7.1; ``tcp.closed_resets``).  A
+        handshake's final ACK that was queued when its listener closed thus
+        resets the peer's connection instead of leaving it open.  (What is
+        left on a connection's PCQ after TIME_WAIT is dropped and counted,
+        ``tcp.closed_drops``.)"""
+        stack = self.stack
+        rows = stack.demux.rows
+        with sock._in_lock:
+            while True:
+                hs = sock.pcq.get_many(256)
+                if not len(hs):
+                    break
+                try:
+                    for h in hs.tolist():
+                        self.count("tcp.closed_resets")
+                        stack._tcp_reset_for(h, rows[h])
+                finally:
+                    stack.pool.free_many(hs)
 
     def release_now(self, sock: TCPSocket) -> None:
         """Release ``sock`` whatever its connection's state (the stack is closing)."""
@@ -241,10 +298,31 @@ class TcpLayer:
                 self._send(v4, dst, [self._packet(v4, src, dst, seg)])
             return
         src, dst, pseudo, sport, dport = sock._route
-        self._send(v4, dst, [
-            self._packet(v4, src, dst, build_tcp(src, dst, sport, dport, seq, ack, flags, window,
-                                                 opts, payload, pseudo=pseudo))
-            for seq, ack, flags, window, opts, payload in items])
+        conn = sock.conn
+        mss = conn.snd_mss if conn is not None else 0xFFFF
+        stack = self.stack
+        # IP and TCP headers without options
+        room = stack.mtu - (40 if v4 else 60)
+        l2 = b""
+        if v4:
+            with stack._arp_lock:
+                mac = stack.arp.lookup(dst)
+            if mac is not None:
+                l2 = mac + stack.mac + _ETH_IPV4
+        frames: list[bytes] = []
+        for seq, ack, flags, window, opts, payload in items:
+            # One descriptor of up to 64 KiB: the core cuts it into frames of
+            # the MSS, less what options beyond the timestamps take (SACK blocks).
+            cut = room - len(opts)
+            tcp_frames(l2, src, dst, sport, dport, seq, ack, flags, window, opts, payload,
+                       mss if mss < cut else cut, frames)
+        self.count("tcp.out_segments", len(frames) - len(items))
+        if l2:
+            # Framed already (the next hop is resolved): straight to the device.
+            stack._count("ip.out_packets", len(frames))
+            stack.interface.transmit(frames)
+        else:
+            self._send(v4, dst, frames)
 
     @staticmethod
     def _packet(v4: bool, src: bytes, dst: bytes, segment: bytes) -> bytes:
@@ -317,7 +395,8 @@ class TcpLayer:
     # -- counters ---------------------------------------------------------------------
 
     def count(self, name: str, n: int = 1) -> None:
-        self.counters[name] = self.counters.get(name, 0) + n
+        # Sockets output from any thread, each under its own lock only.
+        count(self.counters, name, n)
 
     def stats(self) -> dict[str, int]:
         """``tcp.*`` counters: every connection's and listener's, summed."""

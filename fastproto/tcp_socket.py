@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
+from fastproto._core.gro import coalesce
 from fastproto._core.parse import Flag
 from fastproto._core.pcq import PCQ
 from fastproto.proto.tcp import (CLOSED, ERROR_EXCEPTIONS, ESTABLISHED, EV_READABLE,
@@ -82,6 +83,15 @@ class TCPSocket(Timeouts):
     type = SOCK_STREAM
     proto = IPPROTO_TCP
 
+    # Slots, and no queue or condition variable until one is needed: a stack
+    # holds thousands of mostly idle connections (the memory each costs is in
+    # docs/tcp.md).
+    __slots__ = ("stack", "id", "pcq", "family", "_any", "_laddr", "_lport", "_peer", "_timeout",
+                 "_mode", "_closed", "_released", "_linger", "_nodelay", "_keepalive",
+                 "_reuseaddr", "_pending_error", "conn", "listener", "_accept_q", "_children",
+                 "_parent", "_lock", "_cv_obj", "_in_lock", "_out", "_waiting", "_events",
+                 "_timer", "_timer_due", "_cont", "_route", "_hashed")
+
     def __init__(self, stack: "Stack", sock_id: int, pcq: PCQ, family: int = AF_INET) -> None:
         self.stack = stack
         self.id = sock_id
@@ -102,14 +112,15 @@ class TCPSocket(Timeouts):
         self._pending_error = 0     # SO_ERROR of a non-blocking connect
         self.conn: Optional[TcpConnection] = None
         self.listener: Optional[Listener] = None
-        self._accept_q: deque[TCPSocket] = deque()
+        #: a listener's completed connections (made by listen(); empty before)
+        self._accept_q: Any = ()
         #: children of a listener by peer address, until accepted or gone
         self._children: dict[Addr, TCPSocket] = {}
         self._parent: Optional[TCPSocket] = None
         # _lock serialises the connection (application calls, protocol input,
         # timers); _in_lock is the PCQ's one consumer, as for UDP sockets.
         self._lock = threading.RLock()
-        self._cv = threading.Condition(self._lock)
+        self._cv_obj: Optional[threading.Condition] = None
         self._in_lock = self._lock
         self._out: list[Any] = []
         #: threads blocked in a call of this socket
@@ -128,6 +139,15 @@ class TCPSocket(Timeouts):
         state = self.conn.state_name if self.conn is not None else (
             "LISTEN" if self._mode == _LISTENING else "CLOSED")
         return f"<TCPSocket {self.id} {self._laddr}:{self._lport} -> {self._peer} {state}>"
+
+    @property
+    def _cv(self) -> threading.Condition:
+        """The condition waiters sleep on, made by the first one (lock held:
+        every wait and notify happens under ``_lock``, so it is made once)."""
+        cv = self._cv_obj
+        if cv is None:
+            cv = self._cv_obj = threading.Condition(self._lock)
+        return cv
 
     def __enter__(self) -> "TCPSocket":
         return self
@@ -261,6 +281,7 @@ class TCPSocket(Timeouts):
             if not self._lport:
                 self.stack.tcp.bind(self, self._any, 0)
             self.listener = self.stack.tcp.listener(self, backlog)
+            self._accept_q = deque()
             self._mode = _LISTENING
 
     def accept(self) -> tuple["TCPSocket", Addr]:
@@ -478,7 +499,8 @@ class TCPSocket(Timeouts):
                 else:
                     self.conn.close()
                 self._after_call()
-            self._cv.notify_all()
+            if self._waiting:
+                self._cv.notify_all()
         self._maybe_release()
         self.stack._readiness_changed()
 
@@ -558,18 +580,40 @@ class TCPSocket(Timeouts):
         conn = self.conn
         listening = self._mode == _LISTENING
         stack = self.stack
-        for k, h in enumerate(hs.tolist()):
+        handles = hs.tolist()
+        chunks: Any = None
+        heads: Any = range(len(handles))
+        if conn is not None and conn.config.gro and len(handles) > 1 and conn._ooo is None:
+            # Receive coalescing: the connection runs once per run of in-order
+            # segments (fastproto._core.gro), not once per segment.  Not while
+            # a gap is being repaired: then each segment is ACKed on its own
+            # (RFC 5681 4.2), as the sender's loss recovery expects.
+            heads, chunks = coalesce(rows, hs, stack.pool.data)
+            merged = len(handles) - len(heads)
+            if merged:
+                stack.tcp.count("tcp.gro_merged_segments", merged)
+        for j, k in enumerate(heads):
+            h = handles[k]
             f = flags[k]
             if f & _FRAGMENT:
                 # TCP in IP fragments (rare: our peers send DF): whole once reassembled.
                 stack.tcp.fragment(int(h), rows[k])
                 continue
-            base = h * size + offs[k]
-            seg = TcpSegment(sports[k], dports[k], seqs[k], acks[k], tflags[k], wins[k],
-                             flat[base:base + lens[k]])
-            if f & _TS:
-                seg.ts_val = tsvals[k]
-                seg.ts_ecr = tsecrs[k]
+            chunk = chunks[j] if chunks is not None else None
+            if chunk is None:
+                base = h * size + offs[k]
+                seg = TcpSegment(sports[k], dports[k], seqs[k], acks[k], tflags[k], wins[k],
+                                 flat[base:base + lens[k]])
+                if f & _TS:
+                    seg.ts_val = tsvals[k]
+                    seg.ts_ecr = tsecrs[k]
+            else:
+                # The first segment's TSval (RFC 7323 4.3), the last one's TSecr.
+                seg = TcpSegment(sports[k], dports[k], seqs[k], acks[k], chunk.flags, wins[k],
+                                 chunk)
+                if f & _TS:
+                    seg.ts_val = tsvals[k]
+                    seg.ts_ecr = chunk.ts_ecr
             if f & _RARE_OPTIONS:
                 _options_from_row(seg, f, rows[k])
             if listening:
@@ -629,9 +673,15 @@ class TCPSocket(Timeouts):
             self._arm(conn.next_timeout())
         if self._events:
             events, self._events = self._events, 0
-            self._cv.notify_all()
+            if self._waiting:
+                self._cv.notify_all()
             if events & EV_STATE and conn is not None and conn.state == CLOSED:
                 self.stack.tcp.unhash(self)
+                if self._closed:
+                    # Closed by the application before its connection ended (the
+                    # peer's last ACK came in now): the timer gives it back,
+                    # outside this lock, as close() would have.
+                    self._timer.schedule(0.0)
             self.stack._readiness_changed()
 
     def _arm(self, due: Optional[float]) -> None:

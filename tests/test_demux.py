@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from fastproto import BufferPool, Demux, PCBTable, PCQ
-from fastproto.wire import ARP_REQUEST, ETH_P_ARP, ETH_P_IP, arp, ethernet, icmp_echo, ipv4, tcp, udp
+from fastproto.wire import (ARP_REQUEST, ETH_P_ARP, ETH_P_IP, arp, ethernet, icmp_echo, ipv4,
+                            tcp_segment, udp)
 
 LOCAL, PEER = "198.18.0.2", "198.18.0.1"
 MAC_L, MAC_P = "02:00:00:00:00:02", "02:00:00:00:00:01"
@@ -16,7 +17,8 @@ def udp_frame(dport, sport=4000, payload=b"hi", src=PEER, dst=LOCAL):
 
 
 def tcp_frame(dport, sport=5000):
-    return ethernet(MAC_L, MAC_P, ETH_P_IP, ipv4(PEER, LOCAL, 6, tcp(PEER, LOCAL, sport, dport, 1, 0, 0x02)))
+    return ethernet(MAC_L, MAC_P, ETH_P_IP,
+                    ipv4(PEER, LOCAL, 6, tcp_segment(PEER, LOCAL, sport, dport, 1, 0, 0x02)))
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ import random
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from fastproto._core.gro import Chunk
 from fastproto.proto.tcp_ack import TcpAck
 from fastproto.proto.tcp_output import TcpOutput
 from fastproto.proto.tcp_reassembly import OutOfOrderQueue
@@ -35,7 +36,7 @@ from fastproto.proto.tcp_states import (  # noqa: F401  (re-exported)
     EV_STATE, EV_WRITABLE, FIN_WAIT_1, FIN_WAIT_2, HALF, LAST_ACK, LISTEN, MASK, NO_TEXT_FLAGS,
     RECEIVING, SENDING, SHUT_RD, SHUT_RDWR, SHUT_WR, STATE_NAMES, SYN_RECEIVED, SYN_SENT, TIME_WAIT,
 )
-from fastproto.proto.tcp_timers import TcpConfig, TcpTimers, initial_cwnd
+from fastproto.proto.tcp_timers import TcpConfig, TcpTimers, count, initial_cwnd
 from fastproto.wire.tcp import ACK, FIN, PSH, RST, SYN, URG, TcpRejected, TcpSegment, parse_tcp
 
 
@@ -359,7 +360,7 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
         """Graceful close: FIN after the queued data.  Unread received data
         makes it an abort with RST instead (RFC 9293 3.10.4, RFC 2525 2.17)."""
         if self._rcvbuf:
-            self.counters["tcp.close_unread_rst"] = self.counters.get("tcp.close_unread_rst", 0) + 1
+            self._count("tcp.close_unread_rst")
             self.abort()
             return
         self._orphan = True
@@ -418,7 +419,20 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
                             self.ts_recent = ts
                         buf = self._rcvbuf
                         if buf is None:
-                            self._rcvbuf = bytearray(payload)
+                            buf = self._rcvbuf = bytearray()
+                        if payload.__class__ is Chunk:
+                            payload.append_to(buf)      # coalesced: one gathering copy
+                            if payload.segments > 2:
+                                # An ACK for the first half of the run too: one per run
+                                # (what receive offload gives) would leave the sender's
+                                # ACK clock to a single segment, and a lost one to the
+                                # retransmission timer (RFC 9293 3.8.6.3 asks for one per
+                                # two full-sized segments).
+                                half = payload.half
+                                self.rcv_nxt = (self.rcv_nxt + half) & MASK
+                                self.rcv_wnd -= half
+                                self._send_ack(now)
+                                plen -= half
                         else:
                             buf += payload
                         self.rcv_nxt = (self.rcv_nxt + plen) & MASK
@@ -461,6 +475,10 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
         flags = seg.flags
         seq = seg.seq
         payload = seg.payload
+        segments = 1
+        if payload.__class__ is Chunk:
+            segments = payload.segments
+            payload = memoryview(payload)   # coalesced segments, joined for trimming and queueing
         plen = len(payload)
         # Simultaneous open: the peer's SYN,ACK in SYN_RECEIVED acknowledges our SYN
         # (RFC 9293 3.5 figure 7): take it as the final ACK of the handshake.
@@ -585,7 +603,15 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
                     self._emit(self.snd_max, 0, RST, 0, b"", b"")
                     self._drop(None)
                     return
+                ahead = seq != self.rcv_nxt
                 self._receive(seq, payload, now, bool(flags & PSH))
+                if ahead and segments > 1:
+                    # RFC 5681 4.2: a duplicate ACK for each out-of-order segment, as
+                    # if they had come apart, so the sender's fast retransmit (three
+                    # duplicates) does not wait for coalesced ones; the last goes below.
+                    for _ in range(segments - 1):
+                        self._send_ack(now)
+                    self._ack_now = True
             else:
                 self._count("tcp.data_after_fin")
         # "eighth": FIN.
@@ -814,9 +840,8 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
         self._set_state(CLOSED)
         self._events |= EV_READABLE | EV_WRITABLE
 
-    def _count(self, name: str) -> None:
-        c = self.counters
-        c[name] = c.get(name, 0) + 1
+    def _count(self, name: str, n: int = 1) -> None:
+        count(self.counters, name, n)
 
     def _flush(self) -> None:
         ev = self._events
@@ -856,5 +881,5 @@ def parse_segment(data: Any, counters: Dict[str, int]) -> Optional[TcpSegment]:
         return parse_tcp(data)
     except TcpRejected as e:
         name = "tcp.bad_segment." + e.reason
-        counters[name] = counters.get(name, 0) + 1
+        count(counters, name)
         return None

@@ -134,9 +134,14 @@ class TcpAck(TcpFields):
                         sb.rexmit_hi = (ack + self.snd_mss) & MASK
                 self.cwnd = max(self.cwnd - acked + (mss if acked >= mss else 0), mss)
         elif self.cwnd < self.ssthresh:
-            self.cwnd += acked if acked < mss else mss        # RFC 5681 3.1 eq. 2
+            # RFC 5681 3.1 eq. 2 with appropriate byte counting (RFC 3465 2.2,
+            # L = 2): an ACK for a coalesced run or a delayed ACK covers several
+            # segments, and slow start should not slow down for it.
+            self.cwnd += acked if acked < 2 * mss else 2 * mss
         else:
-            self.cwnd += max(mss * mss // self.cwnd, 1)       # RFC 5681 3.1 eq. 3
+            # RFC 5681 3.1 eq. 3, counting bytes (RFC 3465 2.1): about one SMSS
+            # per window acknowledged, however few ACKs that took.
+            self.cwnd += max(mss * min(acked, self.cwnd) // self.cwnd, 1)
         self._dupacks = 0
         self._lt_sent = 0
         self.snd_una = ack

@@ -25,6 +25,10 @@ class TcpOutput(TcpFields):
         blen = len(buf) if buf is not None else 0
         una = self.snd_una
         mss = self.snd_mss
+        # The most one descriptor carries: whole segments up to the offload size.
+        big = self.config.tso // mss * mss
+        if big < mss:
+            big = mss
         wnd = self.snd_wnd if self.snd_wnd < self.cwnd else self.cwnd
         fin_q = self._fin_queued
         view = None
@@ -39,9 +43,13 @@ class TcpOutput(TcpFields):
                 break                    # the FIN is already sent
             avail = blen - off
             usable = wnd - off
-            n = avail if avail < mss else mss
+            n = avail if avail < big else big
             if n > usable:
                 n = usable if usable > 0 else 0
+            if n > mss:
+                # Only whole segments in a large send: a short rest follows the
+                # rules below on the next round, as it would segment by segment.
+                n -= n % mss
             fin = fin_q and off + n == blen and usable > n
             if n == 0 and not fin:
                 break
@@ -72,7 +80,7 @@ class TcpOutput(TcpFields):
             else:
                 flags = ACK
             if not new_data:
-                self._count("tcp.retransmitted_segments")
+                self._count("tcp.retransmitted_segments", (n + mss - 1) // mss if n else 1)
             elif self._rtt_seq is None and not self._ts_ok:
                 self._rtt_seq = (nxt + n) & MASK          # time this segment (RFC 6298 3)
                 self._rtt_time = now

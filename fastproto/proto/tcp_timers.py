@@ -8,6 +8,7 @@ RTT sample.
 from __future__ import annotations
 
 import errno
+import threading
 from typing import Dict, Optional
 
 from fastproto.proto.tcp_states import (
@@ -21,6 +22,19 @@ DEFAULT_MSS_IPV4 = 536
 DEFAULT_MSS_IPV6 = 1220
 #: RFC 6298 4: the clock granularity G the RTO formula adds at least
 CLOCK_GRANULARITY = 0.001
+
+#: Serialises increments of the counter dicts that connections of different
+#: sockets share (``TcpConfig.counters``): each connection runs under its own
+#: socket's lock, in whichever thread, and ``d[k] = d.get(k, 0) + n`` is several
+#: bytecodes, so a thread switch between the read and the write loses the other
+#: thread's increment.  Held for one dict update only.
+COUNT_LOCK = threading.Lock()
+
+
+def count(counters: Dict[str, int], name: str, n: int = 1) -> None:
+    """Add ``n`` to ``counters[name]``; safe against concurrent increments."""
+    with COUNT_LOCK:
+        counters[name] = counters.get(name, 0) + n
 
 
 class ChallengeAckLimit:
@@ -58,7 +72,7 @@ class TcpConfig:
                  "time_wait", "fin_wait2_timeout", "delack", "rto_initial", "rto_min", "rto_max", "max_retries",
                  "syn_retries", "persist_min", "persist_max", "keepalive", "keep_idle",
                  "keep_intvl", "keep_cnt", "nodelay", "initial_window", "ooo_max_blocks",
-                 "challenge_limit", "counters")
+                 "challenge_limit", "tso", "gro", "counters")
 
     def __init__(self, mtu: int = 1500, ipv6: bool = False, rcvbuf: int = 262144,
                  sndbuf: int = 262144, window_scaling: bool = True, timestamps: bool = True,
@@ -69,10 +83,12 @@ class TcpConfig:
                  persist_max: float = 60.0, keepalive: bool = False, keep_idle: float = 7200.0,
                  keep_intvl: float = 75.0, keep_cnt: int = 9, nodelay: bool = False,
                  initial_window: Optional[int] = None, ooo_max_blocks: int = 256,
-                 challenge_acks_per_second: int = 1000,
+                 challenge_acks_per_second: int = 1000, tso: int = 0, gro: bool = True,
                  counters: Optional[Dict[str, int]] = None) -> None:
         if rcvbuf < 1 or sndbuf < 1 or mtu < 68:
             raise ValueError("rcvbuf and sndbuf must be positive and mtu at least 68")
+        if not 0 <= tso <= 65536:
+            raise ValueError(f"tso is 0 (off) or the bytes of one send up to 65536, not {tso}")
         self.mtu = mtu
         self.ipv6 = ipv6
         self.rcvbuf = rcvbuf
@@ -100,6 +116,13 @@ class TcpConfig:
         self.initial_window = initial_window
         self.ooo_max_blocks = ooo_max_blocks
         self.challenge_limit = ChallengeAckLimit(challenge_acks_per_second)
+        # Segmentation offload: data goes out in output descriptors of up to
+        # this many bytes (whole MSS-sized segments), which the IP layer cuts
+        # into segments; 0: one descriptor per segment.
+        self.tso = tso
+        # Receive coalescing: a socket hands its connection runs of in-order
+        # segments as one (fastproto._core.gro); False: segment by segment.
+        self.gro = gro
         self.counters: Dict[str, int] = {} if counters is None else counters
 
     @property

@@ -7,7 +7,7 @@ protocol answers that are rare by nature (ARP replies, ICMP errors).
 """
 from fastproto.wire.ethernet import ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ETH_P_8021Q, ethernet, mac_bytes
 from fastproto.wire.ip import ipv4, ipv6, ip_bytes
-from fastproto.wire.l4 import icmp_echo, tcp, udp
+from fastproto.wire.l4 import icmp_echo, tcp_segment, udp
 from fastproto.wire.arp import ARP_REPLY, ARP_REQUEST, arp
 from fastproto.wire.icmp import (
     icmp_message,
@@ -21,12 +21,9 @@ from fastproto.wire.icmp import (
 
 __all__ = [
     "ETH_P_ARP", "ETH_P_IP", "ETH_P_IPV6", "ETH_P_8021Q",
-    "ethernet", "mac_bytes", "ipv4", "ipv6", "ip_bytes", "udp", "tcp", "icmp_echo",
+    "ethernet", "mac_bytes", "ipv4", "ipv6", "ip_bytes", "udp", "tcp_segment", "icmp_echo",
     "ARP_REQUEST", "ARP_REPLY", "arp", "icmp_message", "icmpv6_message", "ipv6_fragment_header",
     "ipv6_multicast_mac", "neighbor_advert", "neighbor_solicit", "solicited_node",
 ]
 from fastproto.wire.tcp import TcpRejected, TcpSegment, build_tcp, parse_tcp, parse_tcp_checked, tcp_options  # noqa: E402
-# Loading the fastproto.wire.tcp submodule binds the name ``tcp`` here to it; keep ``tcp`` the
-# segment builder from l4 that callers import (the submodule stays in sys.modules).
-from fastproto.wire.l4 import tcp  # noqa: E402,F811
 __all__ += ["TcpRejected", "TcpSegment", "build_tcp", "parse_tcp", "parse_tcp_checked", "tcp_options"]

@@ -24,8 +24,9 @@ def udp(src: Address, dst: Address, sport: int, dport: int, payload: bytes,
     return segment[:6] + struct.pack("!H", csum or 0xFFFF) + segment[8:]
 
 
-def tcp(src: Address, dst: Address, sport: int, dport: int, seq: int, ack: int, flags: int,
-        window: int = 65535, payload: bytes = b"", options: bytes = b"", urgent: int = 0) -> bytes:
+def tcp_segment(src: Address, dst: Address, sport: int, dport: int, seq: int, ack: int,
+                flags: int, window: int = 65535, payload: bytes = b"", options: bytes = b"",
+                urgent: int = 0) -> bytes:
     """A TCP segment; ``options`` are padded with EOL to a multiple of 4 bytes."""
     if len(options) % 4:
         options += bytes(4 - len(options) % 4)

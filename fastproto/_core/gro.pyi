@@ -1,0 +1,21 @@
+"""Receive coalescing (GRO): in-order TCP segments of one flow as one chunk."""
+from typing import Any, Optional
+
+import numpy as np
+import numpy.typing as npt
+
+class Chunk:
+    """The payload of coalesced segments: pieces of packet buffers, in order."""
+    flags: int
+    ts_ecr: int
+    segments: int
+    half: int
+    def __len__(self) -> int: ...
+    def append_to(self, buf: bytearray) -> None: ...
+    def tobytes(self) -> bytes: ...
+    def __bytes__(self) -> bytes: ...
+    def __buffer__(self, flags: int) -> memoryview: ...
+
+def coalesce(rows: npt.NDArray[Any], handles: npt.NDArray[np.uint64], pool_data: npt.NDArray[np.uint8],
+             max_bytes: int = 65535) -> tuple[list[int], list[Optional[Chunk]]]:
+    """Chunk heads (indices) and their Chunk (None for a segment on its own)."""
