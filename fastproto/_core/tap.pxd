@@ -35,16 +35,42 @@ cdef extern from "tap.h" nogil:
         uint64_t tx_bad_handle
         uint64_t tx_write_failed
         uint64_t tx_dropped_down
+        uint64_t rx_gso_frames
+        uint64_t rx_gso_segments
+        uint64_t rx_csum_completed
+        uint64_t rx_vnet_truncated
+        uint64_t rx_gso_bad_type
+        uint64_t rx_gso_zero_size
+        uint64_t rx_gso_bad_hdr_len
+        uint64_t rx_csum_bad_offset
+        uint64_t rx_gso_bad_headers
+        uint64_t rx_gso_too_big
+        uint64_t tx_gso_frames
+        uint64_t tx_gso_bad
+        uint64_t tx_gso_segments
+
+    int TAP_VNET_HDR_LEN
+    int TAP_OFFLOADS
+    int TAP_GSO_BUF
+
+    ctypedef struct tap_gso_t:
+        uint8_t *buf
+        uint32_t len, l3, l4, hlen, gso_size, next, seg, v6
 
     ctypedef struct tap_t:
         int fd                  # -1 when closed
         int wake_fd             # eventfd ending tap_wait early; -1 when closed
         uint32_t max_frame      # longest frame transmitted
-        uint32_t vnet_hdr_len   # 0: no virtio_net_hdr (no offloads)
+        uint32_t vnet_hdr_len   # 0: no virtio_net_hdr (no offloads); 10 with offloads
         tap_stats_t st
+        tap_gso_t gso           # receive segmentation state (offloads only)
 
     # control path: fd or -errno / 0 or an errno value
     int tap_open(const char *name, char *out_name)
+    # offload != 0: IFF_VNET_HDR, 10-byte header, TUNSETOFFLOAD TAP_OFFLOADS
+    int tap_open_vnet(const char *name, char *out_name, int offload)
+    int tap_gso_init(tap_t *t)             # 0 or ENOMEM: the scratch area offloads need
+    void tap_gso_free(tap_t *t)
     int tap_get_mtu(const char *name, int *mtu)
     int tap_set_mtu(const char *name, int mtu)
     int tap_get_hwaddr(const char *name, uint8_t *mac)
@@ -61,10 +87,24 @@ cdef extern from "tap.h" nogil:
     ssize_t tap_rx_copy(tap_t *t, uint8_t *buf, size_t cap)
     # drop up to max queued frames (rx_dropped_down); how many
     size_t tap_rx_drop_queued(tap_t *t, size_t max)
-    # frames received into pool buffers, or -errno if the first read failed
+    # frames received into pool buffers, or -errno if the first read failed; with
+    # offloads super-frames arrive as segments (some may stay pending for the next call)
     ssize_t tap_rx_batch(tap_t *t, bufpool_t *p, uint64_t *handles, uint32_t *lengths, size_t n)
-    # 1 sent, 0 rejected (counted)
+    # 1 sent, 0 rejected (counted); with offloads a TCP frame > max_frame goes as GSO
     int tap_tx_one(tap_t *t, const uint8_t *frame, size_t length)
+    # a TCP super-frame for the kernel to segment (mss 0: the MTU's) and checksum
+    int tap_tx_gso(tap_t *t, const uint8_t *frame, size_t length, uint32_t mss)
+    # segments of a pending super-frame still to be handed out
+    size_t tap_gso_pending(const tap_t *t)
+    size_t tap_rx_pending(tap_t *t, bufpool_t *p, uint64_t *handles, uint32_t *lengths, size_t n)
+    # one virtio_net_hdr + frame from memory through the offload receive path
+    size_t tap_vnet_inject(tap_t *t, bufpool_t *p, const uint8_t *pkt, size_t length,
+                           uint64_t *handles, uint32_t *lengths, size_t n)
+    # frames[0 .. n): how many form one coalescible TCP run (>= 1)
+    size_t tap_tx_run(const uint8_t *const *frames, const size_t *lengths, size_t n)
+    # a run of k >= 2 as one super-frame: k if sent, else 0
+    size_t tap_tx_coalesced(tap_t *t, const uint8_t *const *frames, const size_t *lengths, size_t k)
+    # with offloads, runs of one connection's segments go as super-frames
     size_t tap_tx_vec(tap_t *t, const uint8_t *const *frames, const size_t *lengths, size_t n)
     # frames sent straight from pool buffers (which stay allocated)
     size_t tap_tx_batch(tap_t *t, bufpool_t *p, const uint64_t *handles, const uint32_t *lengths,
@@ -77,3 +117,8 @@ cdef class TapPort:
     cdef int _open(self) except -1
     cdef uint64_t wakeups
     cdef bytearray _scratch
+    cdef object _copy_pool     # BufferPool for rx_frames with offloads
+
+
+cdef class VnetReceiver:
+    cdef tap_t t

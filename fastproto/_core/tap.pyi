@@ -12,6 +12,12 @@ ETH_HLEN: int
 VLAN_HLEN: int
 #: every key of TapPort.stats(), in order
 STAT_NAMES: tuple[str, ...]
+#: bytes of virtio_net_hdr before each frame with offloads on (10)
+VNET_HDR_LEN: int
+#: the TUN_F_* flags given to TUNSETOFFLOAD (CSUM | TSO4 | TSO6 | TSO_ECN)
+OFFLOADS: int
+#: the longest frame the offload receive path takes (a super-frame), in bytes
+GSO_MAX_FRAME: int
 
 _Frame = Union[bytes, bytearray, memoryview]
 
@@ -28,15 +34,24 @@ def set_up(name: str, up: bool) -> None:
 def is_up(name: str) -> bool:
     """True if interface ``name`` has IFF_UP set."""
 
+def tx_runs(frames: Iterable[_Frame]) -> list[int]:
+    """How transmit with offloads groups ``frames``: run lengths (a run >= 2 is one super-frame)."""
+
 class TapPort:
-    """TapPort(name, max_frame=1518): an open TAP device (IFF_TAP | IFF_NO_PI) and its counters."""
+    """TapPort(name, max_frame=1518, offload=False): an open TAP device (IFF_TAP | IFF_NO_PI,
+    plus IFF_VNET_HDR and checksum/TSO offloads with ``offload``) and its counters."""
 
     @property
     def name(self) -> str: ...
     @property
     def closed(self) -> bool: ...
     max_frame: int
-    def __init__(self, name: str, max_frame: int = 1518) -> None: ...
+    @property
+    def offload(self) -> bool: ...
+    @property
+    def pending(self) -> int:
+        """Segments of a received super-frame not yet handed out by rx_batch."""
+    def __init__(self, name: str, max_frame: int = 1518, offload: bool = False) -> None: ...
     def fileno(self) -> int: ...
     def close(self) -> None:
         """Wake waiters, close the descriptor (removes the device); idempotent."""
@@ -46,6 +61,8 @@ class TapPort:
     def tx_handles(self, pool: BufferPool, handles: npt.NDArray[np.uint64],
                    lengths: npt.NDArray[np.uint32]) -> int:
         """Write pool buffers without copying; how many the kernel took (rejections counted)."""
+    def tx_gso(self, frame: _Frame, mss: int = 0) -> bool:
+        """Write one TCP super-frame for the kernel to segment (mss 0: the MTU's) and checksum."""
     def tx_frames(self, frames: Iterable[_Frame]) -> int:
         """Write each bytes-like frame; how many the kernel took (rejections counted)."""
     def rx_frames(self, max_frames: int) -> list[bytes]:
@@ -58,5 +75,20 @@ class TapPort:
         """Wait without the GIL for a frame: True if one is ready; False on timeout or wakeup."""
     def wakeup(self) -> None:
         """End every wait in progress."""
+    def stats(self) -> dict[str, int]:
+        """{counter: value} for every name in STAT_NAMES."""
+
+class VnetReceiver:
+    """The offload receive path of a TapPort, fed from memory (virtio_net_hdr + frame)."""
+
+    @property
+    def pending(self) -> int: ...
+    def __init__(self) -> None: ...
+    def input(self, pool: BufferPool, packet: _Frame, handles: npt.NDArray[np.uint64],
+              lengths: npt.NDArray[np.uint32]) -> int:
+        """Receive one packet: frames (segments) into buffers of ``pool``; how many."""
+    def drain(self, pool: BufferPool, handles: npt.NDArray[np.uint64],
+              lengths: npt.NDArray[np.uint32]) -> int:
+        """More segments of the pending super-frame; how many."""
     def stats(self) -> dict[str, int]:
         """{counter: value} for every name in STAT_NAMES."""

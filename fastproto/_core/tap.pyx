@@ -2,7 +2,8 @@
 """Linux TAP devices: the file descriptor and the batch loops that move frames.
 
 ``TapPort`` owns one non-blocking ``/dev/net/tun`` descriptor opened as a TAP
-device (``IFF_TAP | IFF_NO_PI``) and its counters.  Its batch methods read
+device (``IFF_TAP | IFF_NO_PI``, plus ``IFF_VNET_HDR`` and checksum/TSO
+offloads when asked) and its counters.  Its batch methods read
 frames straight into ``BufferPool`` buffers and write them out of the pool or
 out of any bytes-like objects, each as one loop without the GIL
 (``tap.pxd`` has the same loops for other Cython modules).  The module
@@ -11,6 +12,8 @@ thread's network namespace.  See ``docs/tap.md`` and ``src/tap.h``.
 """
 import os as _os
 import time as _time
+
+import numpy as _np
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.exc cimport PyErr_CheckSignals
@@ -37,7 +40,35 @@ STAT_NAMES = (
     "rx_frames", "rx_bytes", "rx_no_buffer", "rx_oversize", "rx_dropped_down", "rx_errors",
     "tx_frames", "tx_bytes", "tx_errors", "tx_oversize", "tx_runt", "tx_bad_handle",
     "tx_write_failed", "tx_dropped_down",
+    "rx_gso_frames", "rx_gso_segments", "rx_csum_completed", "rx_vnet_truncated",
+    "rx_gso_bad_type", "rx_gso_zero_size", "rx_gso_bad_hdr_len", "rx_csum_bad_offset",
+    "rx_gso_bad_headers", "rx_gso_too_big", "tx_gso_frames", "tx_gso_bad", "tx_gso_segments",
 )
+
+#: bytes of virtio_net_hdr before each frame with offloads on
+VNET_HDR_LEN = TAP_VNET_HDR_LEN
+#: the TUN_F_* flags given to TUNSETOFFLOAD
+OFFLOADS = TAP_OFFLOADS
+#: the longest frame the offload receive path takes (a super-frame), in bytes
+GSO_MAX_FRAME = TAP_GSO_BUF
+
+
+cdef dict _stats_dict(const tap_stats_t *s):
+    return {
+        "rx_frames": s.rx_frames, "rx_bytes": s.rx_bytes, "rx_no_buffer": s.rx_no_buffer,
+        "rx_oversize": s.rx_oversize, "rx_dropped_down": s.rx_dropped_down,
+        "rx_errors": s.rx_errors,
+        "tx_frames": s.tx_frames, "tx_bytes": s.tx_bytes, "tx_errors": s.tx_errors,
+        "tx_oversize": s.tx_oversize, "tx_runt": s.tx_runt, "tx_bad_handle": s.tx_bad_handle,
+        "tx_write_failed": s.tx_write_failed, "tx_dropped_down": s.tx_dropped_down,
+        "rx_gso_frames": s.rx_gso_frames, "rx_gso_segments": s.rx_gso_segments,
+        "rx_csum_completed": s.rx_csum_completed, "rx_vnet_truncated": s.rx_vnet_truncated,
+        "rx_gso_bad_type": s.rx_gso_bad_type, "rx_gso_zero_size": s.rx_gso_zero_size,
+        "rx_gso_bad_hdr_len": s.rx_gso_bad_hdr_len, "rx_csum_bad_offset": s.rx_csum_bad_offset,
+        "rx_gso_bad_headers": s.rx_gso_bad_headers, "rx_gso_too_big": s.rx_gso_too_big,
+        "tx_gso_frames": s.tx_gso_frames, "tx_gso_bad": s.tx_gso_bad,
+        "tx_gso_segments": s.tx_gso_segments,
+    }
 
 
 cdef bytes _ifname(object name):
@@ -101,13 +132,56 @@ def is_up(name):
     return bool(flags & IFF_UP)
 
 
+def tx_runs(frames):
+    """How transmit with offloads groups ``frames`` (bytes-like, in order): run lengths.
+
+    Each run of two or more is one super-frame for the kernel to segment
+    (consecutive segments of one TCP connection, see docs/tap.md); a 1 is a
+    frame written alone.  The lengths add up to len(frames).
+    """
+    seq = list(frames)
+    cdef Py_ssize_t n = len(seq), i
+    cdef size_t k, at = 0
+    if n == 0:
+        return []
+    cdef Py_buffer *views = <Py_buffer *>PyMem_Calloc(<size_t>n, sizeof(Py_buffer))
+    cdef const uint8_t **ptrs = <const uint8_t **>PyMem_Malloc(<size_t>n * sizeof(uint8_t *))
+    cdef size_t *lens = <size_t *>PyMem_Malloc(<size_t>n * sizeof(size_t))
+    cdef Py_ssize_t held = 0
+    out = []
+    try:
+        if views == NULL or ptrs == NULL or lens == NULL:
+            raise MemoryError()
+        for i in range(n):
+            PyObject_GetBuffer(seq[i], &views[i], PyBUF_SIMPLE)
+            held += 1
+            ptrs[i] = <const uint8_t *>views[i].buf
+            lens[i] = <size_t>views[i].len
+        while at < <size_t>n:
+            k = tap_tx_run(ptrs + at, lens + at, <size_t>n - at)
+            out.append(k)
+            at += k
+    finally:
+        for i in range(held):
+            PyBuffer_Release(&views[i])
+        PyMem_Free(views)
+        PyMem_Free(<void *>ptrs)
+        PyMem_Free(lens)
+    return out
+
+
 cdef class TapPort:
-    """TapPort(name, max_frame): an open TAP device and its counters.
+    """TapPort(name, max_frame, offload=False): an open TAP device and its counters.
 
     Creates (or attaches to) TAP device ``name`` in the current network
     namespace.  ``max_frame`` is the longest frame ``tx_*`` will write, in
-    bytes.  OSError with the errno when the device cannot be opened (EACCES or
-    EPERM without CAP_NET_ADMIN, EINVAL for a bad name, EBUSY when in use).
+    bytes (with ``offload``, longer TCP frames go as GSO super-frames).
+    ``offload`` opens it with ``IFF_VNET_HDR`` (a 10-byte virtio_net_hdr per
+    frame) and announces checksum and TSO offloads (``OFFLOADS``): the
+    kernel may then send super-frames and partial checksums, which
+    ``rx_batch`` turns into ordinary checksummed frames.  OSError with the
+    errno when the device cannot be opened (EACCES or EPERM without
+    CAP_NET_ADMIN, EINVAL for a bad name, EBUSY when in use).
     The batch methods expect the caller to hold the interface's serializer.
     """
 
@@ -115,7 +189,7 @@ cdef class TapPort:
         self.t.fd = -1
         self.t.wake_fd = -1
 
-    def __init__(self, name, Py_ssize_t max_frame=1518):
+    def __init__(self, name, Py_ssize_t max_frame=1518, bint offload=False):
         cdef bytes b = _ifname(name)
         cdef char out[64]
         if self.t.fd >= 0:
@@ -125,7 +199,10 @@ cdef class TapPort:
         cdef int wake_fd = tap_wake_fd_open()
         if wake_fd < 0:
             raise OSError(-wake_fd, _os.strerror(-wake_fd))
-        cdef int fd = tap_open(b, out)
+        if offload and self.t.gso.buf == NULL and tap_gso_init(&self.t) != 0:
+            _close(wake_fd)
+            raise MemoryError()
+        cdef int fd = tap_open_vnet(b, out, offload)
         if fd < 0:
             _close(wake_fd)
             raise OSError(-fd, _os.strerror(-fd), name)
@@ -134,7 +211,8 @@ cdef class TapPort:
         self.wakeups = 0
         self._scratch = bytearray(TAP_MAX_FRAME)
         self.t.max_frame = <uint32_t>max_frame
-        self.t.vnet_hdr_len = 0
+        self.t.vnet_hdr_len = TAP_VNET_HDR_LEN if offload else 0
+        self._copy_pool = None
         self.name = out.decode("ascii", "replace")
 
     def __dealloc__(self):
@@ -144,6 +222,7 @@ cdef class TapPort:
         if self.t.wake_fd >= 0:
             _close(self.t.wake_fd)
             self.t.wake_fd = -1
+        tap_gso_free(&self.t)
 
     cdef int _open(self) except -1:
         if self.t.fd < 0:
@@ -153,6 +232,11 @@ cdef class TapPort:
     @property
     def closed(self):
         return self.t.fd < 0
+
+    @property
+    def offload(self):
+        """True if the device carries a virtio_net_hdr per frame (checksum and TSO offloads)."""
+        return self.t.vnet_hdr_len != 0
 
     @property
     def max_frame(self):
@@ -190,7 +274,9 @@ cdef class TapPort:
         Frame i is ``pool.data[handles[i], :lengths[i]]``; the caller owns
         (and frees) those buffers.  Returns how many (at most the shorter
         array's length); 0 when nothing is queued.  OSError if the first
-        read fails with an error other than EAGAIN.
+        read fails with an error other than EAGAIN.  With offloads a
+        super-frame arrives as its segments, and segments that did not fit
+        in the arrays come first in the next call (``pending``).
         """
         self._open()
         cdef size_t n = <size_t>min(handles.shape[0], lengths.shape[0])
@@ -221,6 +307,33 @@ cdef class TapPort:
         with nogil:
             sent = tap_tx_batch(&self.t, pool.pool, &handles[0], &lengths[0], n)
         return sent
+
+    def tx_gso(self, frame, Py_ssize_t mss=0):
+        """Write one TCP frame of up to 65535 IP bytes for the kernel to segment and checksum.
+
+        ``mss`` is the payload bytes per segment (0: the MTU's, max_frame -
+        18 - IP and TCP header lengths).  The frame is Ethernet + IPv4 (header
+        checksum right) or IPv6 + TCP, IP length covering the frame; its TCP
+        checksum field is ignored.  Needs offloads.  True if the kernel took
+        it; False if rejected (tx_gso_bad, tx_write_failed; in tx_errors).
+        """
+        self._open()
+        if not 0 <= mss <= 0xffff:
+            raise ValueError(f"mss must be 0..65535, not {mss}")
+        cdef const uint8_t[::1] f = frame
+        cdef int ok
+        if f.shape[0] == 0:
+            self.t.st.tx_runt += 1
+            self.t.st.tx_errors += 1
+            return False
+        with nogil:
+            ok = tap_tx_gso(&self.t, &f[0], <size_t>f.shape[0], <uint32_t>mss)
+        return bool(ok)
+
+    @property
+    def pending(self):
+        """Segments of a received super-frame not yet handed out by rx_batch."""
+        return tap_gso_pending(&self.t)
 
     def tx_frames(self, frames):
         """Write each bytes-like frame (C-contiguous); returns how many the kernel took.
@@ -261,6 +374,23 @@ cdef class TapPort:
         out = []
         cdef uint8_t *buf = <uint8_t *><char *>self._scratch
         cdef ssize_t r
+        cdef Py_ssize_t i, got
+        if self.t.vnet_hdr_len:
+            # segments need pool buffers: receive into a private pool, then copy
+            if self._copy_pool is None:
+                self._copy_pool = BufferPool(64, max(2048, (self.t.max_frame + 63) // 64 * 64))
+            pool = <BufferPool>self._copy_pool
+            hs = _np.zeros(64, _np.uint64)
+            ls = _np.zeros(64, _np.uint32)
+            while len(out) < max_frames:
+                got = self.rx_batch(pool, hs[:min(64, max_frames - len(out))],
+                                    ls[:min(64, max_frames - len(out))])
+                if got == 0:
+                    break
+                for i in range(got):
+                    out.append(bytes(pool.data[hs[i], :ls[i]]))
+                pool.free_many(hs[:got])
+            return out
         while len(out) < max_frames:
             with nogil:
                 r = tap_rx_copy(&self.t, buf, TAP_MAX_FRAME)
@@ -339,16 +469,70 @@ cdef class TapPort:
 
     def stats(self):
         """{counter: value} for every name in STAT_NAMES (see docs/tap.md)."""
-        cdef tap_stats_t s = self.t.st
-        return {
-            "rx_frames": s.rx_frames, "rx_bytes": s.rx_bytes, "rx_no_buffer": s.rx_no_buffer,
-            "rx_oversize": s.rx_oversize, "rx_dropped_down": s.rx_dropped_down,
-            "rx_errors": s.rx_errors,
-            "tx_frames": s.tx_frames, "tx_bytes": s.tx_bytes, "tx_errors": s.tx_errors,
-            "tx_oversize": s.tx_oversize, "tx_runt": s.tx_runt, "tx_bad_handle": s.tx_bad_handle,
-            "tx_write_failed": s.tx_write_failed, "tx_dropped_down": s.tx_dropped_down,
-        }
+        return _stats_dict(&self.t.st)
 
     def __repr__(self):
         state = "closed" if self.t.fd < 0 else f"fd={self.t.fd}"
-        return f"<TapPort {self.name!r} {state} max_frame={self.t.max_frame}>"
+        off = " offload" if self.t.vnet_hdr_len else ""
+        return f"<TapPort {self.name!r} {state} max_frame={self.t.max_frame}{off}>"
+
+
+cdef class VnetReceiver:
+    """VnetReceiver(): the offload receive path of a TapPort, fed from memory.
+
+    ``input`` takes what one read of an offload TAP descriptor returns (a
+    10-byte virtio_net_hdr, then an Ethernet frame) and runs it through the
+    same code as ``TapPort.rx_batch``: super-frames are segmented, partial
+    checksums completed, bad headers dropped and counted.  For replaying
+    captured traffic and for testing the segmenter without a device.  One
+    caller at a time (its counters and pending state have one writer).
+    """
+
+    def __cinit__(self):
+        self.t.fd = -1
+        self.t.wake_fd = -1
+        self.t.vnet_hdr_len = TAP_VNET_HDR_LEN
+        self.t.max_frame = TAP_MAX_FRAME
+        if tap_gso_init(&self.t) != 0:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        tap_gso_free(&self.t)
+
+    def input(self, BufferPool pool not None, packet, uint64_t[::1] handles not None,
+              uint32_t[::1] lengths not None):
+        """Receive ``packet`` (virtio_net_hdr + frame): frames into buffers of ``pool``; how many.
+
+        Frame i is ``pool.data[handles[i], :lengths[i]]`` (the caller frees
+        it).  Segments beyond the arrays' length stay pending (``drain``).
+        """
+        cdef const uint8_t[::1] pkt = packet
+        cdef size_t n = <size_t>min(handles.shape[0], lengths.shape[0])
+        cdef size_t got
+        cdef uint8_t empty = 0
+        cdef const uint8_t *ptr = &pkt[0] if pkt.shape[0] > 0 else &empty
+        if n == 0:
+            return 0
+        with nogil:
+            got = tap_vnet_inject(&self.t, pool.pool, ptr, <size_t>pkt.shape[0], &handles[0],
+                                  &lengths[0], n)
+        return got
+
+    def drain(self, BufferPool pool not None, uint64_t[::1] handles not None,
+              uint32_t[::1] lengths not None):
+        """Up to len(handles) more segments of the pending super-frame; how many."""
+        cdef size_t n = <size_t>min(handles.shape[0], lengths.shape[0])
+        cdef size_t got
+        with nogil:
+            got = tap_rx_pending(&self.t, pool.pool, &handles[0] if n else NULL,
+                                 &lengths[0] if n else NULL, n)
+        return got
+
+    @property
+    def pending(self):
+        """Segments of the last super-frame not yet handed out."""
+        return tap_gso_pending(&self.t)
+
+    def stats(self):
+        """{counter: value} for every name in STAT_NAMES (only rx_* move)."""
+        return _stats_dict(&self.t.st)

@@ -23,7 +23,7 @@ Frame = Union[bytes, bytearray, memoryview]
 
 
 class TapInterface:
-    """TapInterface(name="fp0", mtu=1500, mac=None, serializer=None): a TAP device.
+    """TapInterface(name="fp0", mtu=1500, mac=None, serializer=None, offload=False): a TAP device.
 
     Creates TAP device ``name`` in the calling thread's network namespace
     (``/dev/net/tun``, ``IFF_TAP | IFF_NO_PI``, non-blocking) with ``mtu``
@@ -33,6 +33,14 @@ class TapInterface:
     created (EACCES/EPERM without CAP_NET_ADMIN, EINVAL for a bad name or
     MTU, EBUSY when another process has it).
 
+    ``offload=True`` opens the device with ``IFF_VNET_HDR`` and announces
+    checksum and TCP segmentation offloads to the kernel (docs/tap.md):
+    Linux then sends TCP in super-frames of up to 64 KiB with partial
+    checksums, which the receive path cuts into ordinary MTU-sized,
+    checksummed frames in the core; and ``transmit`` accepts a TCP frame
+    longer than ``max_frame_len`` (up to a 65535-byte IP datagram), which
+    the kernel segments and checksums (see :meth:`transmit_gso`).
+
     Every entry point (up, down, transmit, transmit_handles, receive,
     receive_into, close) runs inside ``serializer`` (a fresh one named after
     the device unless given), so one thread at a time drives the device.
@@ -41,12 +49,12 @@ class TapInterface:
     """
 
     def __init__(self, name: str = "fp0", mtu: int = 1500, mac: Optional[Union[str, bytes]] = None,
-                 serializer: Optional[Serializer] = None) -> None:
+                 serializer: Optional[Serializer] = None, offload: bool = False) -> None:
         if not 68 <= mtu <= 65535 - ETH_HLEN - VLAN_HLEN:
             # RFC 791: every IPv4 host link carries 68-byte datagrams
             raise ValueError(f"mtu must be 68..{65535 - ETH_HLEN - VLAN_HLEN}, not {mtu}")
         mac_b = mac_bytes(mac) if mac is not None else None
-        self._port = TapPort(name, mtu + ETH_HLEN + VLAN_HLEN)
+        self._port = TapPort(name, mtu + ETH_HLEN + VLAN_HLEN, bool(offload))
         try:
             self.name: str = self._port.name
             set_mtu(self.name, mtu)
@@ -76,6 +84,11 @@ class TapInterface:
     def max_frame_len(self) -> int:
         """Longest frame transmitted, in bytes: mtu + 14-byte header + one 4-byte 802.1Q tag."""
         return self._mtu + ETH_HLEN + VLAN_HLEN
+
+    @property
+    def offload(self) -> bool:
+        """True if checksum and TCP segmentation offloads are on (``IFF_VNET_HDR``)."""
+        return bool(self._port.offload)
 
     @property
     def is_up(self) -> bool:
@@ -119,7 +132,9 @@ class TapInterface:
         A rejected frame (shorter than 14 bytes, longer than mtu + 18, or
         refused by write(2)) is counted under its reason and in tx_errors;
         the others still go.  Never raises for a bad frame; ValueError if
-        closed.
+        closed.  With offloads a longer frame that is TCP goes as a
+        super-frame the kernel cuts at the MTU's MSS (:meth:`transmit_gso`
+        with ``mss=0``); any other longer frame counts tx_gso_bad.
         """
         sent = 0
         with self.serializer:
@@ -128,6 +143,25 @@ class TapInterface:
                 sent = int(self._port.tx_frames(frames))
             else:
                 self._port.count_tx_dropped_down(len(frames))
+        return sent
+
+    def transmit_gso(self, frame: Frame, mss: int = 0) -> bool:
+        """Send one TCP super-frame for the kernel to segment (``mss`` payload bytes each) and checksum.
+
+        Needs ``offload=True``.  ``frame`` is Ethernet + IPv4 (header checksum
+        right) or IPv6 + TCP with the IP length covering it, up to a
+        65535-byte IP datagram; its TCP checksum field is ignored (the kernel
+        completes it).  ``mss=0``: the MTU minus the IP and TCP headers.
+        Returns True if the kernel took it; a rejected frame counts
+        tx_gso_bad (or tx_write_failed) and tx_errors.
+        """
+        sent = False
+        with self.serializer:
+            self._check_open()
+            if self._up:
+                sent = bool(self._port.tx_gso(frame, mss))
+            else:
+                self._port.count_tx_dropped_down(1)
         return sent
 
     def transmit_handles(self, pool: BufferPool, handles: npt.NDArray[np.uint64],
@@ -155,6 +189,9 @@ class TapInterface:
         and its buffer now belongs to the caller.  0 when nothing is queued
         or the interface is down.  A frame that finds the pool empty is
         dropped (rx_no_buffer), one longer than a buffer too (rx_oversize).
+        With offloads a super-frame from Linux arrives as its segments (each
+        one frame); those that do not fit in ``handles_out`` come first in
+        the next call.
         """
         got = 0
         with self.serializer:
@@ -206,7 +243,8 @@ class TapInterface:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("up" if self._up else "down")
-        return f"<TapInterface {self.name!r} {state} mtu={self._mtu} mac={self._mac.hex(':')}>"
+        off = " offload" if self.offload else ""
+        return f"<TapInterface {self.name!r} {state} mtu={self._mtu} mac={self._mac.hex(':')}{off}>"
 
     def _check_open(self) -> None:
         if self._port.closed:
