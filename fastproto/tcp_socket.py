@@ -73,6 +73,8 @@ _LINGER = struct.Struct("ii")
 SOMAXCONN = 4096
 #: seconds a waiter sleeps at most before running pending protocol work itself
 _LAZY_SLICE = 0.001
+#: longest sleep of a receiver pulling the interface (the stack's timers run between)
+_PULL_SLICE = 0.05
 
 _FRESH, _LISTENING, _CONNECTED = 0, 1, 2
 
@@ -90,7 +92,7 @@ class TCPSocket(Timeouts):
                  "_mode", "_closed", "_released", "_linger", "_nodelay", "_keepalive",
                  "_reuseaddr", "_pending_error", "conn", "listener", "_accept_q", "_children",
                  "_parent", "_lock", "_cv_obj", "_in_lock", "_out", "_waiting", "_events",
-                 "_timer", "_timer_due", "_cont", "_route", "_hashed")
+                 "_timer", "_timer_due", "_cont", "_route", "_hashed", "reader_wakeups")
 
     def __init__(self, stack: "Stack", sock_id: int, pcq: PCQ, family: int = AF_INET) -> None:
         self.stack = stack
@@ -130,6 +132,8 @@ class TCPSocket(Timeouts):
         self._timer_due: Optional[float] = None
         # set by the stack: the dispatch model's continuation for protocol input
         self._cont: Optional[Continuation] = None
+        #: times a receiver sleeping as the interface's puller was woken
+        self.reader_wakeups = 0
         #: (src, dst, pseudo-header sum, sport, dport) of the connection's segments
         self._route: Any = None
         #: the pcbtable key while the socket is in the table
@@ -190,23 +194,45 @@ class TCPSocket(Timeouts):
     def _wait(self, ready: Any, deadline: Optional[float]) -> bool:
         """Wait (lock held) until ``ready()``; False at the deadline.  A receiver
         that may do the protocol work itself (``lrp``) does it while waiting."""
-        dispatch = self.stack.dispatch
-        while not ready():
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return False
-            if dispatch.lazy_receiver:
-                # Lazy receiver processing: run our own protocol input rather
-                # than sleep until a worker does.
-                if dispatch.receiver_run(self):
-                    continue
-                remaining = _LAZY_SLICE if remaining is None else min(remaining, _LAZY_SLICE)
-            self._waiting += 1
-            try:
-                self._cv.wait(remaining)
-            finally:
-                self._waiting -= 1
-        return True
+        stack = self.stack
+        dispatch = stack.dispatch
+        pulling = False
+        try:
+            while not ready():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                if dispatch.lazy_receiver:
+                    # Lazy receiver processing: run our own protocol input rather
+                    # than sleep until a worker does.
+                    if dispatch.receiver_run(self):
+                        continue
+                    if not pulling:
+                        pulling = stack._pull_begin(self)
+                    if pulling:
+                        # As a datagram socket's reader does: pull the interface
+                        # in this thread (our own segments' input runs here, the
+                        # socket's lock is re-entrant) and sleep on the
+                        # interface's interrupt with the lock released.
+                        if stack._receiver_pull(self):
+                            continue
+                        nap = _PULL_SLICE if remaining is None else min(remaining, _PULL_SLICE)
+                        saved = self._lock._release_save()
+                        try:
+                            stack._receiver_sleep(self, nap)
+                        finally:
+                            self._lock._acquire_restore(saved)
+                        continue
+                    remaining = _LAZY_SLICE if remaining is None else min(remaining, _LAZY_SLICE)
+                self._waiting += 1
+                try:
+                    self._cv.wait(remaining)
+                finally:
+                    self._waiting -= 1
+            return True
+        finally:
+            if pulling:
+                stack._pull_end()
 
     def _wake_receivers(self) -> bool:
         """Wake the threads blocked on this socket (the lazy receivers); True if any was."""

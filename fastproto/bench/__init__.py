@@ -21,6 +21,7 @@ GROUPS: dict[str, list[str]] = {
     "core": ["checksum", "pcq", "pcbtable", "parse"],
     "stack": ["stack"],
     "tcp": ["tcp"],
+    "tap": ["tap"],
     "livelock": ["livelock"],
 }
 
