@@ -1,7 +1,8 @@
 """TCP against Linux over a TAP device: 100 MB each way byte-exact, the same
 through loss and reordering in both directions (both Linux and fastproto must
 retransmit), refused ports, resets, half-close, and curl fetching a page from a
-fastproto HTTP server."""
+fastproto HTTP server; all of it with the TAP's offloads off and on (on:
+Linux's GSO super-frames are cut in the core, ours go out as super-frames)."""
 import pytest
 
 from netns import run_json
@@ -53,7 +54,7 @@ def linux_retransmits():
     return int(rows[1][rows[0].index("RetransSegs")])
 
 out = {{}}
-with TapInterface("fp0") as tap:
+with TapInterface("fp0", offload=OFFLOAD) as tap:
     tap.up()
     kernel_side("fp0")
     # Round trips over the TAP take well under a millisecond: Linux's 200 ms
@@ -188,26 +189,34 @@ with TapInterface("fp0") as tap:
         out["curl_rc"] = got.returncode
         out["stats"] = {{k: v for k, v in stack.stats().items() if k.startswith("tcp.")}}
         out["device"] = dev.stats()
+        out["tap"] = tap.stats()
 report(out)
 """
 
-# id: (dispatch model, loss and reordering each way, bytes each way)
-CASES = {"lrp": ("lrp", 0.0, SIZE), "inline": ("inline", 0.0, SIZE),
-         "lrp-5%-loss": ("lrp", 0.05, SIZE)}
+# id: (dispatch model, loss and reordering each way, bytes each way, TAP offloads)
+CASES = {"lrp": ("lrp", 0.0, SIZE, False), "inline": ("inline", 0.0, SIZE, False),
+         "lrp-5%-loss": ("lrp", 0.05, SIZE, False),
+         "lrp-offload": ("lrp", 0.0, SIZE, True), "inline-offload": ("inline", 0.0, SIZE, True)}
+OFFLOADED = [case for case, (_, _, _, offload) in CASES.items() if offload]
 _results: dict = {}
 
 
 def scenario(case: str) -> dict:
     """What the script reported for ``case`` (run once per module)."""
     if case not in _results:
-        model, loss, size = CASES[case]
-        _results[case] = run_json(f"MODEL = {model!r}\nLOSS = {loss!r}\nSIZE = {size}\n" + SCRIPT,
-                                  timeout=600)
+        model, loss, size, offload = CASES[case]
+        _results[case] = run_json(f"MODEL = {model!r}\nLOSS = {loss!r}\nSIZE = {size}\n"
+                                  f"OFFLOAD = {offload!r}\n" + SCRIPT, timeout=600)
     return _results[case]
 
 
 @pytest.fixture(scope="module", params=list(CASES))
 def linux_peer(request):
+    return scenario(request.param)
+
+
+@pytest.fixture(scope="module", params=OFFLOADED)
+def offloaded_peer(request):
     return scenario(request.param)
 
 
@@ -246,3 +255,25 @@ def test_loss_both_ways_makes_linux_and_fastproto_retransmit():
     # ... so Linux retransmitted what we never received, and we what it never did.
     assert out["linux_retransmits"] > 0
     assert out["stats"]["tcp.retransmits"] + out["stats"].get("tcp.fast_retransmits", 0) > 0
+
+
+def test_linux_sent_super_frames_that_were_segmented(offloaded_peer):
+    tap = offloaded_peer["tap"]
+    assert tap["rx_gso_frames"] > 0
+    # a super-frame is at least two segments
+    assert tap["rx_gso_segments"] >= 2 * tap["rx_gso_frames"]
+    assert tap["rx_csum_completed"] > 0
+
+
+def test_fastproto_segments_went_to_linux_as_super_frames(offloaded_peer):
+    tap = offloaded_peer["tap"]
+    assert tap["tx_gso_frames"] > 0
+    assert tap["tx_gso_segments"] >= 2 * tap["tx_gso_frames"]
+
+
+def test_no_frame_from_linux_was_dropped_as_malformed(offloaded_peer):
+    tap = offloaded_peer["tap"]
+    for reason in ("rx_vnet_truncated", "rx_gso_bad_type", "rx_gso_zero_size",
+                   "rx_gso_bad_hdr_len", "rx_csum_bad_offset", "rx_gso_bad_headers",
+                   "rx_gso_too_big", "rx_oversize", "rx_errors", "tx_errors"):
+        assert tap[reason] == 0, reason
