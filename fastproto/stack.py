@@ -460,6 +460,12 @@ class Stack(StackIpv4, StackIpv6, StackUdp):
                 finally:
                     self.pool.free_many(np.concatenate((handles[other], handles[unmatched])))
             socks = list(map(self._socks.get, woken.tolist()))
+            # Immediate ACKs the demux built for in-sequence data (docs/tcp.md).
+            acks = self.demux.take_acks()
+        if acks:
+            self.tcp.count("tcp.core_acks", len(acks))
+            self._count("ip.out_packets", len(acks))
+            self.interface.transmit(acks)
         wake = self.dispatch.wake
         for sock in socks:
             if sock is not None:

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import functools
 import random
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from fastproto._core.pcq import PCQ
@@ -30,7 +32,8 @@ from fastproto.tcp_socket import TCPSocket
 from fastproto.wire.ip import ipv4 as ipv4_packet
 from fastproto.wire.ip import ipv6 as ipv6_packet
 from fastproto.wire.tcp import (ACK, FIN, RST, SYN, TcpRejected, build_tcp, parse_tcp_checked,
-                               pseudo_sum, tcp_options)
+                               pseudo_sum, tcp_options, timestamps_option)
+from fastproto.proto.tcp_states import ESTABLISHED
 
 if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
     from fastproto.stack import Stack
@@ -118,6 +121,8 @@ class TcpLayer:
             sock._cont = stack.dispatch.continuation(sock)
             # Attached before its pcb enters the table (the demux's rule).
             stack.demux.attach(sid, sock.pcq)
+            # A new connection on a reused id starts with a clean hot TCB.
+            stack.demux.tcb_reset(sid)
             stack._socks[sid] = sock
         return sock
 
@@ -228,6 +233,7 @@ class TcpLayer:
         """Give back everything ``sock`` held: pcb, port, PCQ, id."""
         stack = self.stack
         self.unhash(sock)
+        stack.demux.tcb_disarm(sock.id)
         if sock.listener is not None:
             self._reset_queued(sock)
         with stack._ports_lock:
@@ -279,6 +285,92 @@ class TcpLayer:
         if self._timer_thread_started:
             self.timerq.stop()
 
+    # -- immediate ACKs from the demux (docs/tcp.md) ---------------------------------------
+
+    def core_ack_after_call(self, sock: TCPSocket) -> None:
+        """Arm the demux's immediate ACKs for ``sock`` with its connection's
+        state, or disarm them, after a call into the connection (both locks
+        are taken inside ``tcb_arm``; ``sock``'s lock is held).  Armed only in
+        ESTABLISHED with nothing out of order, no FIN, reading not shut down,
+        and nothing left on the PCQ (checked by the demux)."""
+        conn = sock.conn
+        demux = self.stack.demux
+        if (conn is None or conn.state != ESTABLISHED or conn._ooo is not None
+                or conn._fin_rcvd or conn._rd_shut or not conn.config.core_ack):
+            if sock._tcb is not None:
+                demux.tcb_disarm(sock.id)
+            return
+        tmpl = sock._tcb
+        if tmpl is not None and demux.tcb_window(sock.id, (conn.rcv_nxt + conn.rcv_wnd) & MASK):
+            # Still on: the demux followed every segment since it was armed;
+            # its ACKs carry the window the application's reads opened.
+            return
+        if tmpl is None:
+            tmpl = self._ack_template(sock)
+            if tmpl is None:
+                return
+            sock._tcb = tmpl
+            conn.core_acked = functools.partial(demux.tcb_acked, sock.id)
+        demux.tcb_arm(sock.id, conn.rcv_nxt, conn.rcv_wnd, conn._last_ack_sent, conn.rcv_mss,
+                      conn.config.core_ack_bytes, conn.snd_max, conn.ts_recent, conn._ts_offset, conn._rcv_wscale,
+                      conn._ts_ok, tmpl)
+
+    def _ack_template(self, sock: TCPSocket) -> Optional[bytes]:
+        """The frame of a pure ACK of ``sock``'s connection, for the demux to
+        fill in, or None when it cannot send one: IPv4 over Ethernet with the
+        next hop resolved, and our TSvals on the demux's clock (the stack's
+        clock is ``time.monotonic``)."""
+        stack = self.stack
+        conn = sock.conn
+        if sock.family != AF_INET or sock._route is None or stack.clock is not time.monotonic:
+            return None
+        src, dst, _, sport, dport = sock._route
+        with stack._arp_lock:
+            mac = stack.arp.lookup(dst)
+        if mac is None:
+            return None
+        opts = timestamps_option(0, 0) if conn._ts_ok else b""  # type: ignore[union-attr]
+        frames: list[bytes] = []
+        tcp_frames(mac + stack.mac + _ETH_IPV4, src, dst, sport, dport, 0, 0, ACK, 0, opts, b"",
+                   0xFFFF, frames)
+        return frames[0]
+
+    def _core_ack_output(self, sock: TCPSocket, items: Sequence[Any]) -> Sequence[Any]:
+        """``items`` with their ACK numbers raised to the demux's last one where
+        they are behind it (the peer ignores an ACK older than one it has, and
+        with it a window update), and the demux told what they offer.  A pure
+        ACK that would then say nothing the demux's did not is left out
+        (``tcp.acks_covered_by_core``): the peer would count it as a duplicate
+        ACK (RFC 5681 2)."""
+        conn = sock.conn
+        last = None
+        for item in items:
+            if item[2] & ACK and not item[2] & RST:
+                last = item
+        if last is None or conn is None:
+            return items
+        shift = conn._rcv_wscale
+        edge = (conn.rcv_nxt + conn.rcv_wnd) & MASK
+        raise_to = self.stack.demux.tcb_sent(sock.id, last[1], edge, conn.snd_max)
+        if raise_to < 0:
+            return items
+        wnd = ((edge - raise_to) & MASK)
+        wnd = 0 if wnd >= 0x80000000 else min(wnd >> shift, 0xFFFF)
+        acked = self.stack.demux.tcb_acked(sock.id)
+        core_edge = acked[1] if acked is not None else raise_to
+        stale_edge = ((edge - core_edge) & MASK) - 1 >= 0x7FFFFFFF    # edge <= core_edge
+        out = []
+        for item in items:
+            seq, ack, flags, window, opts, payload = item
+            if flags & ACK and not flags & RST and ((raise_to - ack) & MASK) - 1 < 0x7FFFFFFF:
+                if flags == ACK and not len(payload) and stale_edge:
+                    self.count("tcp.acks_covered_by_core")
+                    self.count("tcp.out_segments", -1)
+                    continue
+                item = (seq, raise_to, flags, wnd, opts, payload)
+            out.append(item)
+        return out
+
     # -- output -----------------------------------------------------------------------
 
     def output(self, sock: TCPSocket, items: Sequence[Any]) -> None:
@@ -299,6 +391,10 @@ class TcpLayer:
             return
         src, dst, pseudo, sport, dport = sock._route
         conn = sock.conn
+        if sock._tcb is not None:
+            items = self._core_ack_output(sock, items)
+            if not items:
+                return
         mss = conn.snd_mss if conn is not None else 0xFFFF
         stack = self.stack
         # IP and TCP headers without options

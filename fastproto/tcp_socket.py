@@ -92,7 +92,8 @@ class TCPSocket(Timeouts):
                  "_mode", "_closed", "_released", "_linger", "_nodelay", "_keepalive",
                  "_reuseaddr", "_pending_error", "conn", "listener", "_accept_q", "_children",
                  "_parent", "_lock", "_cv_obj", "_in_lock", "_out", "_waiting", "_events",
-                 "_timer", "_timer_due", "_cont", "_route", "_hashed", "reader_wakeups")
+                 "_timer", "_timer_due", "_cont", "_route", "_hashed", "reader_wakeups",
+                 "_tcb")
 
     def __init__(self, stack: "Stack", sock_id: int, pcq: PCQ, family: int = AF_INET) -> None:
         self.stack = stack
@@ -138,6 +139,8 @@ class TCPSocket(Timeouts):
         self._route: Any = None
         #: the pcbtable key while the socket is in the table
         self._hashed: Any = None
+        #: the pure ACK frame the demux fills in, once its immediate ACKs are on
+        self._tcb: Optional[bytes] = None
 
     def __repr__(self) -> str:
         state = self.conn.state_name if self.conn is not None else (
@@ -577,6 +580,12 @@ class TCPSocket(Timeouts):
         flat = stack.tcp.pool_flat
         size = pool.size
         ran = False
+        conn = self.conn
+        if self._tcb is not None and conn is not None:
+            # Last.ACK.sent counts the demux's ACKs too (RFC 7323 4.3: TS.Recent).
+            got = stack.demux.tcb_acked(self.id)
+            if got is not None and 0 < ((got[0] - conn._last_ack_sent) & 0xFFFFFFFF) < 0x80000000:
+                conn._last_ack_sent = got[0]
         while True:
             hs = pcq.get_many(256)
             if not len(hs):
@@ -696,6 +705,7 @@ class TCPSocket(Timeouts):
         if self._mode == _LISTENING:
             self._arm(self.listener.next_timeout())  # type: ignore[union-attr]
         elif conn is not None:
+            self.stack.tcp.core_ack_after_call(self)
             self._arm(conn.next_timeout())
         if self._events:
             events, self._events = self._events, 0

@@ -5,6 +5,7 @@ from fastproto._core.buffers cimport BufferPool
 from fastproto._core.parse cimport parsed_t
 from fastproto._core.pcbtable cimport PCBTable
 from fastproto._core.pcq cimport pcq_t
+from fastproto._core.tcb cimport tcb_t
 
 
 cdef class Demux:
@@ -24,6 +25,14 @@ cdef class Demux:
     cdef uint32_t *unmatched           # batch indices: L4 with no pcb (RST / unreachable)
     cdef uint64_t *dropped             # handles dropped this batch, freed to the pool
     cdef uint64_t *cnt                  # per reason, see counters()
+    # Immediate ACKs (src/tcb.h): socket id -> its hot TCB; the ACK frames
+    # built since take_acks(), TCB_TMPL_MAX bytes apart
+    cdef tcb_t *tcbs
+    cdef object _tcb_arr, _ack_arr, _acklen_arr
+    cdef uint8_t *ackbuf
+    cdef uint32_t *acklen
+    cdef Py_ssize_t nacks
+    cdef uint64_t *tcb_cnt
     cdef Py_ssize_t input_c(self, const uint64_t *handles, const uint32_t *lengths,
                             Py_ssize_t n, Py_ssize_t *nwoken, Py_ssize_t *nother,
                             Py_ssize_t *nunmatched) noexcept nogil

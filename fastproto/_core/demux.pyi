@@ -6,6 +6,12 @@ from fastproto._core.buffers import BufferPool
 from fastproto._core.pcbtable import PCBTable
 from fastproto._core.pcq import PCQ
 
+#: a hot TCB (src/tcb.h tcb_t) as NumPy sees it
+TCB_DTYPE: np.dtype
+
+def clock_ms() -> int:
+    """The demux's timestamp clock: int(time.monotonic() * 1000) as a uint32."""
+
 class Demux:
     """Demux(pool, table, max_sockets=65536, capacity=1024, verify_l4=False, defer_udp_checksum=False)"""
 
@@ -29,3 +35,28 @@ class Demux:
         """The parse (PARSED_DTYPE) of each buffer's frame, indexed by handle."""
     def counters(self) -> dict[str, int]:
         """{reason: frames} since creation, netstat -s style."""
+    @property
+    def tcb(self) -> np.ndarray:
+        """The hot TCBs (TCB_DTYPE) by socket id, for reading."""
+    def tcb_arm(self, sock_id: int, rcv_nxt: int, rcv_wnd: int, last_ack: int, mss: int,
+                ack_bytes: int, snd_nxt: int, ts_recent: int, ts_offset: int, wscale: int,
+                ts_ok: bool, template: bytes) -> bool:
+        """Turn socket ``sock_id``'s immediate ACKs on; False (disarmed) while its PCQ holds packets."""
+    def tcb_disarm(self, sock_id: int) -> None:
+        """Turn socket ``sock_id``'s immediate ACKs off."""
+    def tcb_reset(self, sock_id: int) -> None:
+        """Forget socket ``sock_id``'s hot TCB."""
+    def tcb_acked(self, sock_id: int) -> tuple[int, int] | None:
+        """(ack, right window edge) of the demux's last ACK for the socket, or None."""
+    def tcb_window(self, sock_id: int, edge: int) -> bool:
+        """Offer the window up to ``edge`` from now on; whether still armed."""
+    def tcb_sent(self, sock_id: int, ack: int, edge: int, snd_max: int) -> int:
+        """The ACK number the engine's segments must carry instead, or -1."""
+    def tcb_lock(self, sock_id: int) -> None:
+        """Hold socket ``sock_id``'s TCB lock."""
+    def tcb_unlock(self, sock_id: int) -> None:
+        """Release socket ``sock_id``'s TCB lock."""
+    def take_acks(self) -> list[bytes]:
+        """The ACK frames built since the last call."""
+    def tcb_counters(self) -> dict[str, int]:
+        """{event: count} of the immediate-ACK path."""

@@ -20,7 +20,7 @@ reason.  Nothing vanishes uncounted.
 import numpy as _np
 
 cimport numpy as cnp
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 
@@ -31,7 +31,11 @@ from fastproto._core.parse cimport (parsed_t, parse_frame, parse_status_names, P
 from fastproto._core.pcbtable cimport (PCBTable, pcb_bucket, pcb_key, pcb_lookup,
                                        pcbtable_lookup_finish_hold, pcbtable_lookup_start,
                                        pcbtable_release)
-from fastproto._core.pcq cimport PCQ, pcq_prefetch, pcq_put
+from fastproto._core.pcq cimport PCQ, pcq_len, pcq_prefetch, pcq_put
+from fastproto._core.tcb cimport (tcb_t, tcb_lock, tcb_unlock, tcb_disarm, tcb_segment, tcb_flush,
+                                  tcb_seq_diff, tcb_pseudo_sum, tcb_clock_ms, TCB_TMPL_MAX,
+                                  TCB_TCP_OFF, TCB_NCOUNTERS)
+from fastproto._core.parse cimport PF_TCP_TS, PF_FRAGMENT
 
 cdef extern from *:
     void prefetch "__builtin_prefetch"(const void *p) noexcept nogil
@@ -58,6 +62,25 @@ cdef enum:
 
 #: counter names beyond the parser's statuses, in slot order
 _EXTRA = ("delivered", "pcq_full", "no_socket", "other", "bad_handle")
+
+#: the immediate-ACK counters (src/tcb.h), in slot order
+_TCB_COUNTERS = ("acks", "segments", "disarm_out_of_order", "disarm_flags", "disarm_busy",
+                 "disarm_window", "disarm_timestamps", "disarm_fragment", "disarm_area_full",
+                 "disarm_ack_unsent")
+
+#: a hot TCB (src/tcb.h tcb_t) as NumPy sees it
+TCB_DTYPE = _np.dtype([
+    ("lock", "<u4"), ("armed", "<u4"), ("rcv_nxt", "<u4"), ("rcv_edge", "<u4"),
+    ("last_ack", "<u4"), ("core_ack", "<u4"), ("core_edge", "<u4"), ("core_valid", "<u4"),
+    ("unacked", "<u4"), ("mss", "<u4"), ("snd_nxt", "<u4"), ("ts_recent", "<u4"),
+    ("ts_offset", "<u4"), ("psum", "<u4"), ("ts_ok", "u1"), ("wscale", "u1"),
+    ("tmpl_len", "<u2"), ("acks", "<u4"), ("ack_bytes", "<u4"), ("pending", "<u4"),
+    ("ts_max", "<u4"), ("tmpl", "u1", (96,))])
+
+
+def clock_ms():
+    """The demux's timestamp clock: int(time.monotonic() * 1000) as a uint32."""
+    return tcb_clock_ms()
 
 
 cdef int _check_id(Demux d, Py_ssize_t sock_id) except -1:
@@ -108,11 +131,25 @@ cdef class Demux:
         self.other = <uint32_t *>cnp.PyArray_DATA(<cnp.ndarray>self._other)
         self.unmatched = <uint32_t *>cnp.PyArray_DATA(<cnp.ndarray>self._unmatched)
         self.dropped = <uint64_t *>cnp.PyArray_DATA(<cnp.ndarray>self._dropped)
+        if TCB_DTYPE.itemsize != sizeof(tcb_t):
+            raise RuntimeError("TCB_DTYPE does not match tcb_t")
+        # zeros: calloc'd, so the pages of unused ids cost nothing
+        self._tcb_arr = _np.zeros(max_sockets, dtype=TCB_DTYPE)
+        self.tcbs = <tcb_t *>cnp.PyArray_DATA(<cnp.ndarray>self._tcb_arr)
+        self._ack_arr = _np.zeros(capacity * TCB_TMPL_MAX, dtype=_np.uint8)
+        self._acklen_arr = _np.zeros(capacity, dtype=_np.uint32)
+        self.ackbuf = <uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>self._ack_arr)
+        self.acklen = <uint32_t *>cnp.PyArray_DATA(<cnp.ndarray>self._acklen_arr)
+        self.nacks = 0
+        self.tcb_cnt = <uint64_t *>calloc(TCB_NCOUNTERS, sizeof(uint64_t))
+        if self.tcb_cnt == NULL:
+            raise MemoryError()
 
     def __dealloc__(self):
         free(self.pcqs)
         free(self.marked)
         free(self.cnt)
+        free(self.tcb_cnt)
 
     def attach(self, Py_ssize_t sock_id, PCQ pcq not None):
         """Give socket ``sock_id`` its receive PCQ (replacing any before).
@@ -144,6 +181,7 @@ cdef class Demux:
         """
         cdef Py_ssize_t base, i, j, m, ndropped = 0, delivered = 0
         cdef Py_ssize_t w = 0, o = 0, u = 0
+        cdef Py_ssize_t ntcb = 0              # segments for armed TCBs
         cdef uint64_t h, sock
         cdef parsed_t *row
         cdef pcb_key key
@@ -221,6 +259,18 @@ cdef class Demux:
                 if pcq_put(q, h):
                     pcbtable_release(bucket)
                     delivered += 1
+                    if self.rowp[h].proto == _IPPROTO_TCP and self.tcbs[sock].armed:
+                        # In-sequence data on a fast-path connection: the
+                        # immediate ACK, if one is due (src/tcb.h).
+                        row = &self.rowp[h]
+                        ntcb += 1
+                        if tcb_segment(&self.tcbs[sock], row.tcp_seq, row.tcp_ack, row.tcp_flags,
+                                       row.payload_len, (row.flags & PF_TCP_TS) != 0,
+                                       row.tcp_tsval, (row.flags & PF_FRAGMENT) != 0,
+                                       self.nacks < self.capacity,
+                                       self.ackbuf + self.nacks * TCB_TMPL_MAX,
+                                       &self.acklen[self.nacks], self.tcb_cnt):
+                            self.nacks += 1
                     if not self.marked[sock]:
                         self.marked[sock] = 1
                         self.woken[w] = <uint32_t>sock
@@ -233,6 +283,11 @@ cdef class Demux:
             base += m
         for i in range(w):
             self.marked[self.woken[i]] = 0
+            # the batch's immediate ACK of each fast-path socket that got data
+            if ntcb and tcb_flush(&self.tcbs[self.woken[i]], self.nacks < self.capacity,
+                                  self.ackbuf + self.nacks * TCB_TMPL_MAX,
+                                  &self.acklen[self.nacks], self.tcb_cnt):
+                self.nacks += 1
         for i in range(ndropped):
             bufpool_free(pool, self.dropped[i])
         self.cnt[C_DELIVERED] += delivered
@@ -281,3 +336,165 @@ cdef class Demux:
         for i, name in enumerate(_EXTRA):
             out[name] = self.cnt[PARSE_NSTATUS + i]
         return out
+
+    # -- immediate ACKs (src/tcb.h) ------------------------------------------------
+
+    @property
+    def tcb(self):
+        """The hot TCBs (TCB_DTYPE), indexed by socket id: for reading; write
+        only through the tcb_* methods, which take each TCB's lock."""
+        return self._tcb_arr
+
+    def tcb_arm(self, Py_ssize_t sock_id, uint32_t rcv_nxt, uint32_t rcv_wnd, uint32_t last_ack,
+                uint32_t mss, uint32_t ack_bytes, uint32_t snd_nxt, uint32_t ts_recent, uint32_t ts_offset,
+                int wscale, bint ts_ok, template):
+        """Turn the fast path of socket ``sock_id`` on with the engine's state:
+        RCV.NXT, RCV.WND (octets), Last.ACK.sent, the receive MSS, ``ack_bytes``
+        (an ACK as soon as this many octets are unacknowledged; 0: two MSS,
+        RFC 9293 3.8.6.3; the rest is acknowledged at the end of the batch), SND.MAX (the
+        ACKs' sequence number), TS.Recent, the TSval clock's offset (TSval =
+        ``clock_ms() + ts_offset``), the window shift, whether timestamps are
+        on, and ``template``: a pure ACK frame (Ethernet, IPv4 without options,
+        TCP with NOP NOP TIMESTAMPS when ``ts_ok``, else no options) whose
+        sequence, acknowledgment, window, timestamps and TCP checksum the demux
+        fills.  Only while the socket's PCQ is empty, since RCV.NXT must then
+        cover everything queued: returns False (and disarms) otherwise.  Needs
+        L4 checksums verified by the demux: an ACK must never cover a corrupted
+        segment."""
+        _check_id(self, sock_id)
+        cdef const uint8_t[::1] tm = template
+        cdef Py_ssize_t n = tm.shape[0]
+        if not (self.parse_flags & PARSE_VERIFY_L4):
+            raise ValueError("immediate ACKs need verify_l4=True")
+        if wscale < 0 or wscale > 14 or mss == 0:
+            raise ValueError("wscale must be in 0..14 and mss positive")
+        if (n < TCB_TCP_OFF + (32 if ts_ok else 20) or n > TCB_TMPL_MAX
+                or tm[12] != 0x08 or tm[13] != 0
+                or tm[14] != 0x45 or tm[23] != _IPPROTO_TCP
+                or tm[TCB_TCP_OFF + 12] >> 4 != (8 if ts_ok else 5)
+                or (ts_ok and (tm[TCB_TCP_OFF + 20] != 1 or tm[TCB_TCP_OFF + 21] != 1
+                               or tm[TCB_TCP_OFF + 22] != 8 or tm[TCB_TCP_OFF + 23] != 10))):
+            raise ValueError("template is not an Ethernet/IPv4/TCP pure ACK with the options asked")
+        cdef tcb_t *t = &self.tcbs[sock_id]
+        cdef pcq_t *q = self.pcqs[sock_id]
+        cdef bint ok
+        tcb_lock(t)
+        ok = q != NULL and pcq_len(q) == 0
+        if ok:
+            memcpy(t.tmpl, &tm[0], n)
+            t.tmpl_len = <uint16_t>n
+            t.psum = tcb_pseudo_sum(t.tmpl + 14, (32 if ts_ok else 20))
+            t.rcv_nxt = rcv_nxt
+            t.rcv_edge = rcv_nxt + rcv_wnd
+            if not t.core_valid or tcb_seq_diff(last_ack, t.last_ack) > 0:
+                t.last_ack = last_ack
+            # octets in order since the last ACK either side sent
+            t.unacked = <uint32_t>tcb_seq_diff(rcv_nxt, t.last_ack) \
+                if tcb_seq_diff(rcv_nxt, t.last_ack) > 0 else 0
+            t.mss = mss
+            t.ack_bytes = ack_bytes if ack_bytes else 2 * mss
+            t.pending = 0
+            t.snd_nxt = snd_nxt
+            t.ts_recent = ts_recent
+            t.ts_max = ts_recent
+            t.ts_offset = ts_offset
+            t.wscale = <uint8_t>wscale
+            t.ts_ok = ts_ok
+            t.armed = 1
+        else:
+            t.armed = 0
+        tcb_unlock(t)
+        return ok
+
+    def tcb_disarm(self, Py_ssize_t sock_id):
+        """Turn the fast path of socket ``sock_id`` off (segments go to the engine alone)."""
+        _check_id(self, sock_id)
+        tcb_disarm(&self.tcbs[sock_id])
+
+    def tcb_reset(self, Py_ssize_t sock_id):
+        """Forget socket ``sock_id``'s hot TCB (a new connection on that id)."""
+        _check_id(self, sock_id)
+        cdef tcb_t *t = &self.tcbs[sock_id]
+        tcb_lock(t)
+        memset(<uint8_t *>t + sizeof(t.lock), 0, sizeof(tcb_t) - sizeof(t.lock))
+        tcb_unlock(t)
+
+    def tcb_acked(self, Py_ssize_t sock_id):
+        """``(ack, right edge)`` of the last ACK the demux sent for socket
+        ``sock_id`` (sequence numbers), or None when it sent none."""
+        _check_id(self, sock_id)
+        cdef tcb_t *t = &self.tcbs[sock_id]
+        cdef uint32_t a, e, v
+        tcb_lock(t)
+        a = t.core_ack
+        e = t.core_edge
+        v = t.core_valid
+        tcb_unlock(t)
+        return (a, e) if v else None
+
+    def tcb_window(self, Py_ssize_t sock_id, uint32_t edge):
+        """The engine's receive window now reaches ``edge`` (RCV.NXT + RCV.WND,
+        after the application read): the demux's ACKs offer it from now on.
+        Whether the fast path is on (a hint: the demux may turn it off)."""
+        _check_id(self, sock_id)
+        cdef tcb_t *t = &self.tcbs[sock_id]
+        if not t.armed:
+            return False
+        tcb_lock(t)
+        if tcb_seq_diff(edge, t.rcv_edge) > 0:
+            t.rcv_edge = edge
+        tcb_unlock(t)
+        return t.armed != 0
+
+    def tcb_sent(self, Py_ssize_t sock_id, uint32_t ack, uint32_t edge, uint32_t snd_max):
+        """The engine sends segments up to ``snd_max`` (SND.MAX after them),
+        acknowledging ``ack`` and offering the window up to ``edge``: the ACK
+        number they must carry instead, since acknowledgments never go back
+        (the demux's last one, when that is ahead), or -1 to keep their own.
+        The demux's ACKs go on from ``snd_max`` (a pure ACK behind data the
+        peer has is outside its window, RFC 9293 3.10.7.4) and its window
+        edge moves up to ``edge`` (a window is never shrunk, RFC 9293
+        3.8.6.2.2)."""
+        _check_id(self, sock_id)
+        cdef tcb_t *t = &self.tcbs[sock_id]
+        cdef int64_t out = -1
+        tcb_lock(t)
+        if tcb_seq_diff(snd_max, t.snd_nxt) > 0:
+            t.snd_nxt = snd_max
+        if t.core_valid and tcb_seq_diff(t.core_ack, ack) > 0:
+            out = t.core_ack
+        else:
+            if tcb_seq_diff(ack, t.last_ack) >= 0:
+                t.last_ack = ack
+            if ack == t.rcv_nxt:
+                t.unacked = 0
+        if tcb_seq_diff(edge, t.rcv_edge) > 0:
+            t.rcv_edge = edge
+        tcb_unlock(t)
+        return out
+
+    def tcb_lock(self, Py_ssize_t sock_id):
+        """Hold socket ``sock_id``'s TCB lock (waits while the demux has it): the
+        demux then leaves that socket's segments to the engine and disarms.
+        Release with ``tcb_unlock``; the ``tcb_*`` methods take it themselves."""
+        _check_id(self, sock_id)
+        tcb_lock(&self.tcbs[sock_id])
+
+    def tcb_unlock(self, Py_ssize_t sock_id):
+        """Release what ``tcb_lock`` took."""
+        _check_id(self, sock_id)
+        tcb_unlock(&self.tcbs[sock_id])
+
+    def take_acks(self):
+        """The ACK frames the demux built since the last call, as bytes (the
+        caller transmits them).  Same thread or lock as ``input``."""
+        cdef Py_ssize_t i, n = self.nacks
+        out = [(<char *>(self.ackbuf + i * TCB_TMPL_MAX))[:self.acklen[i]] for i in range(n)]
+        self.nacks = 0
+        return out
+
+    def tcb_counters(self):
+        """{event: count} of the immediate-ACK path since creation: ``acks``
+        built, in-sequence ``segments`` accounted, and why connections were
+        disarmed (``disarm_*``)."""
+        return {name: self.tcb_cnt[i] for i, name in enumerate(_TCB_COUNTERS)}

@@ -109,6 +109,7 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
         self._keep_probes = 0
         self._last_rcv = 0.0
         self._events = 0
+        self.core_acked: Optional[Callable[[], Optional[Tuple[int, int]]]] = None
 
     # ------------------------------------------------------------------ opening
 
@@ -431,7 +432,8 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
                                 half = payload.half
                                 self.rcv_nxt = (self.rcv_nxt + half) & MASK
                                 self.rcv_wnd -= half
-                                self._send_ack(now)
+                                if self.core_acked is None or not self._core_covered():
+                                    self._send_ack(now)
                                 plen -= half
                         else:
                             buf += payload
@@ -449,7 +451,8 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
                         # RFC 9293 3.8.6.3 / RFC 5681 4.2: ACK at least every second
                         # full-sized segment, else within the delayed-ACK time.
                         if self._unacked_bytes >= 2 * self.rcv_mss:
-                            self._send_ack(now)
+                            if self.core_acked is None or not self._core_covered():
+                                self._send_ack(now)
                         elif self._unacked_bytes and self._t_delack is None:
                             self._t_delack = now + self.config.delack
                         self._flush()
@@ -754,7 +757,8 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
             else:
                 self._unacked_bytes += plen
                 if self._unacked_bytes >= 2 * self.rcv_mss:
-                    self._ack_now = True
+                    if self.core_acked is None or not self._core_covered():
+                        self._ack_now = True
                 elif self._t_delack is None:
                     self._t_delack = now + self.config.delack
         else:

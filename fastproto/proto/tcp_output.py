@@ -172,6 +172,26 @@ class TcpOutput(TcpFields):
         # next new sequence number: an older one would be outside the peer's window.
         self._emit(self.snd_max, self.rcv_nxt, ACK, self._wnd_field(), self._opts(now), b"")
 
+    def _core_covered(self) -> bool:
+        """Whether the core's demux already sent an ACK at least as new as the
+        one due for in-order data, offering the same window edge or more: ours
+        would then be a duplicate ACK (RFC 5681 2, same number and window),
+        which the peer counts toward a fast retransmit.  If so the pending
+        ACK is cleared and counted (``tcp.acks_covered_by_core``).  Replies to
+        old or out-of-window segments never ask: the peer may have lost the
+        core's ACK."""
+        got = self.core_acked()  # type: ignore[misc]
+        if got is None:
+            return False
+        ack, edge = got
+        nxt = self.rcv_nxt
+        if ((ack - nxt) & MASK) >= HALF or ((edge - nxt - self.rcv_wnd) & MASK) >= HALF:
+            return False
+        self._count("tcp.acks_covered_by_core")
+        self._unacked_bytes = 0
+        self._t_delack = None
+        return True
+
     def _challenge_ack(self, now: float) -> None:
         """RFC 5961 3.2 / 4.2 / 5.2: an ACK so a genuine peer can resynchronise, rate-limited (RFC 5961 7)."""
         if self.config.challenge_limit.allow(now):

@@ -66,6 +66,9 @@ class TcpFields:
         "cwnd", "ssthresh", "_dupacks", "_recover", "_in_recovery", "_sackboard", "_lt_sent",
         "_t_rexmt", "_t_persist", "_t_delack", "_t_keep", "_t_2msl",
         "_persist_shift", "_keep_probes", "_last_rcv", "_events",
+        # () -> (ack, right window edge) of the last ACK sent for us by the
+        # core's demux, or None (see docs/tcp.md, "Immediate ACKs from the demux")
+        "core_acked",
     )
 
     state: int
@@ -112,6 +115,7 @@ class TcpFields:
     _unacked_bytes: int
     _ack_now: bool
     _last_ack_sent: int
+    core_acked: Any
     srtt: Optional[float]
     rttvar: float
     rto: float

@@ -72,7 +72,7 @@ class TcpConfig:
                  "time_wait", "fin_wait2_timeout", "delack", "rto_initial", "rto_min", "rto_max", "max_retries",
                  "syn_retries", "persist_min", "persist_max", "keepalive", "keep_idle",
                  "keep_intvl", "keep_cnt", "nodelay", "initial_window", "ooo_max_blocks",
-                 "challenge_limit", "tso", "gro", "counters")
+                 "challenge_limit", "tso", "gro", "core_ack", "core_ack_bytes", "counters")
 
     def __init__(self, mtu: int = 1500, ipv6: bool = False, rcvbuf: int = 262144,
                  sndbuf: int = 262144, window_scaling: bool = True, timestamps: bool = True,
@@ -84,6 +84,7 @@ class TcpConfig:
                  keep_intvl: float = 75.0, keep_cnt: int = 9, nodelay: bool = False,
                  initial_window: Optional[int] = None, ooo_max_blocks: int = 256,
                  challenge_acks_per_second: int = 1000, tso: int = 0, gro: bool = True,
+                 core_ack: bool = False, core_ack_bytes: int = 0,
                  counters: Optional[Dict[str, int]] = None) -> None:
         if rcvbuf < 1 or sndbuf < 1 or mtu < 68:
             raise ValueError("rcvbuf and sndbuf must be positive and mtu at least 68")
@@ -123,6 +124,17 @@ class TcpConfig:
         # Receive coalescing: a socket hands its connection runs of in-order
         # segments as one (fastproto._core.gro); False: segment by segment.
         self.gro = gro
+        # Immediate ACKs from the core's demux for in-sequence data, where a
+        # stack runs the connection (docs/tcp.md: off by default, as bulk
+        # transfers between two stacks in one process measured slower with
+        # them); the engine alone ignores it.
+        self.core_ack = core_ack
+        # The demux ACKs once this many octets are unacknowledged (0: two
+        # full-sized segments, RFC 9293 3.8.6.3), and what is left of each
+        # receive batch at its end.
+        if not 0 <= core_ack_bytes <= 0xFFFFFFFF:
+            raise ValueError(f"core_ack_bytes must be in 0..2**32-1, not {core_ack_bytes}")
+        self.core_ack_bytes = core_ack_bytes
         self.counters: Dict[str, int] = {} if counters is None else counters
 
     @property
@@ -183,8 +195,9 @@ class TcpTimers(TcpFields):
             self._drop(None)
         if self._t_delack is not None and now >= self._t_delack:
             self._t_delack = None
-            self._count("tcp.delayed_acks")
-            self._send_ack(now)
+            if self.core_acked is None or not self._core_covered():
+                self._count("tcp.delayed_acks")
+                self._send_ack(now)
         if self._t_rexmt is not None and now >= self._t_rexmt:
             self._t_rexmt = None
             self._on_rexmt(now)
