@@ -378,8 +378,8 @@ class TcpLayer:
         ``(seq, ack, flags, window, options, payload)``, one batch to its peer, or
         a listener's Segments (SYN-ACKs, resets), each to its own peer."""
         v4 = sock.family == AF_INET
-        self.count("tcp.out_segments", len(items))
         if sock._route is None:
+            self.count("tcp.out_segments", len(items))
             for item in items:
                 src = ipaddress.ip_address(item.src_ip).packed
                 dst = ipaddress.ip_address(item.dst_ip).packed
@@ -391,10 +391,14 @@ class TcpLayer:
             return
         src, dst, pseudo, sport, dport = sock._route
         conn = sock.conn
+        counted = 0
         if sock._tcb is not None:
+            # (the pure ACKs the demux sent already are taken back off the count)
+            self.count("tcp.out_segments", len(items))
             items = self._core_ack_output(sock, items)
             if not items:
                 return
+            counted = len(items)
         mss = conn.snd_mss if conn is not None else 0xFFFF
         stack = self.stack
         # IP and TCP headers without options
@@ -412,7 +416,8 @@ class TcpLayer:
             cut = room - len(opts)
             tcp_frames(l2, src, dst, sport, dport, seq, ack, flags, window, opts, payload,
                        mss if mss < cut else cut, frames)
-        self.count("tcp.out_segments", len(frames) - len(items))
+        # (counted once the descriptors are cut: one lock a call)
+        count(self.counters, "tcp.out_segments", len(frames) - counted)
         if l2:
             # Framed already (the next hop is resolved): straight to the device.
             stack._count("ip.out_packets", len(frames))

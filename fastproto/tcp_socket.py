@@ -46,6 +46,7 @@ import numpy as np
 from fastproto._core.gro import coalesce
 from fastproto._core.parse import Flag
 from fastproto._core.pcq import PCQ
+from fastproto._core.tcpseg import tcp_fields
 from fastproto.proto.tcp import (CLOSED, ERROR_EXCEPTIONS, ESTABLISHED, EV_READABLE,
                                  EV_STATE, SYN_SENT, TIME_WAIT, TcpConnection)
 from fastproto.proto.tcp_listen import Listener, TcpOptions
@@ -194,18 +195,22 @@ class TCPSocket(Timeouts):
     def _deadline(self) -> Optional[float]:
         return None if self._timeout is None else time.monotonic() + self._timeout
 
-    def _wait(self, ready: Any, deadline: Optional[float]) -> bool:
+    def _wait(self, ready: Any, deadline: Optional[float], looked: bool = False) -> bool:
         """Wait (lock held) until ``ready()``; False at the deadline.  A receiver
-        that may do the protocol work itself (``lrp``) does it while waiting."""
+        that may do the protocol work itself (``lrp``) does it while waiting.
+        ``looked``: the caller just found ``ready()`` false."""
         stack = self.stack
         dispatch = stack.dispatch
+        lazy = dispatch.lazy_receiver
+        monotonic = time.monotonic
         pulling = False
         try:
-            while not ready():
-                remaining = None if deadline is None else deadline - time.monotonic()
+            while looked or not ready():
+                looked = False
+                remaining = None if deadline is None else deadline - monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                if dispatch.lazy_receiver:
+                if lazy:
                     # Lazy receiver processing: run our own protocol input rather
                     # than sleep until a worker does.
                     if dispatch.receiver_run(self):
@@ -219,7 +224,8 @@ class TCPSocket(Timeouts):
                         # interface's interrupt with the lock released.
                         if stack._receiver_pull(self):
                             continue
-                        nap = _PULL_SLICE if remaining is None else min(remaining, _PULL_SLICE)
+                        nap = (_PULL_SLICE if remaining is None or remaining > _PULL_SLICE
+                               else remaining)
                         saved = self._lock._release_save()
                         try:
                             stack._receiver_sleep(self, nap)
@@ -442,10 +448,18 @@ class TCPSocket(Timeouts):
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         """Send every byte of ``data`` (blocking; the timeout applies to the whole call)."""
-        view = memoryview(data).cast("B")
+        view = memoryview(data).cast("B") if data.__class__ is not bytes else None
         conn = self._connected()
         deadline = self._deadline()
         with self._lock:
+            if view is None:
+                # The common case first: bytes, and room for them all.
+                n = conn.send(data) if data else 0
+                if data:
+                    self._after_call()
+                if n == len(data):
+                    return
+                view = memoryview(data)[n:]
             while len(view):
                 n = conn.send(view)
                 self._after_call()
@@ -461,7 +475,7 @@ class TCPSocket(Timeouts):
         """Up to ``bufsize`` bytes; ``b""`` once the peer closed and all was read."""
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
-        return self._recv(lambda c: c.recv(bufsize), b"")  # type: ignore[no-any-return]
+        return self._recv(TcpConnection.recv, bufsize)  # type: ignore[no-any-return]
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         """Read up to ``nbytes`` (default: the buffer's length) into ``buffer``; how many."""
@@ -469,28 +483,46 @@ class TCPSocket(Timeouts):
             raise ValueError("negative buffersize in recv_into")
         if not len(memoryview(buffer)):
             return 0
-        return self._recv(lambda c: c.recv_into(buffer, nbytes), 0)  # type: ignore[no-any-return]
+        return self._recv(lambda c, n: c.recv_into(buffer, n), nbytes)  # type: ignore[no-any-return]
 
-    def _recv(self, take: Any, empty: Any) -> Any:
-        conn = self._connected()
-        deadline = self._deadline()
+    def _recv(self, take: Any, arg: Any) -> Any:
+        """``take(conn, arg)`` once the connection has something to read."""
+        # (_connected and _deadline, inline: a receive is the hot path)
+        if self._closed:
+            raise _oserror(errno.EBADF)
+        conn = self.conn
+        if conn is None:
+            raise _oserror(errno.ENOTCONN)
+        timeout = self._timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            if self.stack.dispatch.lazy_receiver:
-                self._run_input_locked()
+            if self.stack.dispatch.lazy_receiver and (len(self.pcq) or self._tcb is not None):
+                self._run_input_locked()    # (with nothing queued it has nothing to do)
+            # Ready: data, an error, or the end of the stream (eof covers CLOSED);
+            # conn.readable spelt out, as this is looked at several times a call.
+            ready = lambda: (conn._rcvbuf or conn.error is not None or conn._fin_rcvd  # noqa: E731
+                             or conn._rd_shut or conn.state == CLOSED or conn.state == TIME_WAIT)
             while True:
-                try:
-                    return take(conn)
-                except BlockingIOError:
-                    pass
-                finally:
-                    self._after_call()
+                empty = not ready()
+                if not empty:
+                    try:
+                        return take(conn, arg)
+                    except BlockingIOError:
+                        pass
+                    finally:
+                        # A read changes the timers only by sending (a window
+                        # update): with nothing sent, no event and no demux ACKs
+                        # to follow the window, there is nothing to do after it.
+                        if self._out or self._events or self._tcb is not None:
+                            self._after_call()
+                # else the connection's recv would raise BlockingIOError and change
+                # nothing: no call, and nothing to send or re-arm after it.
                 if conn.state == SYN_SENT and self._timeout != 0.0:
                     self._wait(lambda: conn.state != SYN_SENT, deadline)
                     continue
                 if self._timeout == 0.0:
                     raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
-                if not self._wait(lambda: conn.readable or conn.eof or conn.error is not None
-                                  or conn.state == CLOSED, deadline):
+                if not self._wait(ready, deadline, empty):
                     raise TimeoutError("timed out")
 
     def shutdown(self, how: int) -> None:
@@ -551,7 +583,8 @@ class TCPSocket(Timeouts):
         conn = self.conn
         if conn is None:
             return False
-        return conn.readable or conn.eof or conn.error is not None or conn.state == CLOSED
+        # conn.readable spelt out (eof covers CLOSED): a sleeping receiver looks each time
+        return bool(conn._rcvbuf) or conn.error is not None or conn.eof
 
     def _writable(self) -> bool:
         conn = self.conn
@@ -573,9 +606,16 @@ class TCPSocket(Timeouts):
         pcq = self.pcq
         if self._released:
             return
-        if self._cont is not None:
-            # Work done here needs no worker run later.
-            self._cont.cancel()
+        if not len(pcq) and self._tcb is None:
+            # Nothing queued (a receiver looking before it waits): nothing to
+            # run, and a continuation still pending finds nothing either.
+            return
+        cont = self._cont
+        if cont is not None and cont.pending:
+            # Work done here needs no worker run later.  (Read without the
+            # queue's lock: one scheduled just after the look finds the
+            # segments taken, or takes newer ones itself.)
+            cont.cancel()
         rows_all = stack.demux.rows
         flat = stack.tcp.pool_flat
         size = pool.size
@@ -592,67 +632,82 @@ class TCPSocket(Timeouts):
                 break
             ran = True
             try:
-                self._segments_input(hs, rows_all[hs], flat, size)
+                self._segments_input(hs, rows_all, flat, size)
             finally:
                 pool.free_many(hs)
         if ran:
             self._after_call()
 
-    def _segments_input(self, hs: np.ndarray, rows: np.ndarray, flat: memoryview, size: int) -> None:
-        flags = rows["flags"].tolist()
-        tflags = rows["tcp_flags"].tolist()
-        seqs = rows["tcp_seq"].tolist()
-        acks = rows["tcp_ack"].tolist()
-        wins = rows["tcp_window"].tolist()
-        offs = rows["payload_off"].tolist()
-        lens = rows["payload_len"].tolist()
-        sports = rows["sport"].tolist()
-        dports = rows["dport"].tolist()
-        # Timestamps ride on nearly every segment (RFC 7323): read them per
-        # batch; the rarer options per segment.
-        tsvals = rows["tcp_tsval"].tolist()
-        tsecrs = rows["tcp_tsecr"].tolist()
+    def _segments_input(self, hs: np.ndarray, rows_all: np.ndarray, flat: memoryview,
+                        size: int) -> None:
+        """The segments of handles ``hs``, in order, to the connection or the
+        listener; ``rows_all`` are the demux's rows by handle."""
+        # The fields every segment needs, read in one compiled call: gathering
+        # whole rows of the parser's dtype costs micro-seconds per batch, a
+        # column read per field a little less each.
+        fields = tcp_fields(rows_all, hs)
         conn = self.conn
         listening = self._mode == _LISTENING
+        if len(fields) == 1 and conn is not None and not listening:
+            # One common segment (request/response traffic): straight in.
+            f, tflags, seq, ack, win, off, plen, sport, dport, tsval, tsecr = fields[0]
+            if not f & _UNCOMMON:
+                base = int(hs[0]) * size + off
+                if f & _TS:
+                    conn.input_fields(sport, dport, seq, ack, tflags, win,
+                                      flat[base:base + plen], tsval, tsecr)
+                else:
+                    conn.input_fields(sport, dport, seq, ack, tflags, win,
+                                      flat[base:base + plen], None, None)
+                return
         stack = self.stack
         handles = hs.tolist()
         chunks: Any = None
         heads: Any = range(len(handles))
-        if conn is not None and conn.config.gro and len(handles) > 1 and conn._ooo is None:
+        if len(handles) > 1 and conn is not None and conn.config.gro and conn._ooo is None:
             # Receive coalescing: the connection runs once per run of in-order
             # segments (fastproto._core.gro), not once per segment.  Not while
             # a gap is being repaired: then each segment is ACKed on its own
             # (RFC 5681 4.2), as the sender's loss recovery expects.
-            heads, chunks = coalesce(rows, hs, stack.pool.data)
+            heads, chunks = coalesce(rows_all[hs], hs, stack.pool.data)
             merged = len(handles) - len(heads)
             if merged:
                 stack.tcp.count("tcp.gro_merged_segments", merged)
         for j, k in enumerate(heads):
             h = handles[k]
-            f = flags[k]
+            f, tflags, seq, ack, win, off, plen, sport, dport, tsval, tsecr = fields[k]
             if f & _FRAGMENT:
                 # TCP in IP fragments (rare: our peers send DF): whole once reassembled.
-                stack.tcp.fragment(int(h), rows[k])
+                stack.tcp.fragment(h, rows_all[h])
                 continue
             chunk = chunks[j] if chunks is not None else None
-            if chunk is None:
-                base = h * size + offs[k]
-                seg = TcpSegment(sports[k], dports[k], seqs[k], acks[k], tflags[k], wins[k],
-                                 flat[base:base + lens[k]])
+            if chunk is None and not f & _RARE_OPTIONS and conn is not None and not listening:
+                # The common segment: its fields straight to the connection,
+                # which makes a TcpSegment only for the full processing.
+                base = h * size + off
                 if f & _TS:
-                    seg.ts_val = tsvals[k]
-                    seg.ts_ecr = tsecrs[k]
+                    conn.input_fields(sport, dport, seq, ack, tflags, win,
+                                      flat[base:base + plen], tsval, tsecr)
+                else:
+                    conn.input_fields(sport, dport, seq, ack, tflags, win,
+                                      flat[base:base + plen], None, None)
+                continue
+            if chunk is None:
+                base = h * size + off
+                seg = TcpSegment(sport, dport, seq, ack, tflags, win, flat[base:base + plen])
+                if f & _TS:
+                    seg.ts_val = tsval
+                    seg.ts_ecr = tsecr
             else:
                 # The first segment's TSval (RFC 7323 4.3), the last one's TSecr.
-                seg = TcpSegment(sports[k], dports[k], seqs[k], acks[k], chunk.flags, wins[k],
-                                 chunk)
+                seg = TcpSegment(sport, dport, seq, ack, chunk.flags, win, chunk)
                 if f & _TS:
-                    seg.ts_val = tsvals[k]
+                    seg.ts_val = tsval
                     seg.ts_ecr = chunk.ts_ecr
             if f & _RARE_OPTIONS:
-                _options_from_row(seg, f, rows[k])
+                _options_from_row(seg, f, rows_all[h])
             if listening:
-                self._listen_input(seg, rows[k])
+                self._listen_input(seg, rows_all[h])
             elif conn is not None:
                 conn.input(seg)
             else:
@@ -705,8 +760,13 @@ class TCPSocket(Timeouts):
         if self._mode == _LISTENING:
             self._arm(self.listener.next_timeout())  # type: ignore[union-attr]
         elif conn is not None:
-            self.stack.tcp.core_ack_after_call(self)
-            self._arm(conn.next_timeout())
+            if self._tcb is not None or conn.config.core_ack:
+                # (without either there is nothing to arm or disarm)
+                self.stack.tcp.core_ack_after_call(self)
+            due = conn.next_timeout()
+            armed = self._timer_due
+            if due is None or armed is None or armed > due or not self._timer.pending:
+                self._arm(due)      # (else an earlier run re-arms it, as _arm says)
         if self._events:
             events, self._events = self._events, 0
             if self._waiting:
@@ -772,6 +832,8 @@ class TCPSocket(Timeouts):
 _RARE_OPTIONS = int(Flag.TCP_MSS | Flag.TCP_WSCALE | Flag.TCP_SACK_PERM | Flag.TCP_SACK)
 _TS = int(Flag.TCP_TS)
 _FRAGMENT = int(Flag.FRAGMENT)
+#: a segment that needs more than its fields: fragments, options but timestamps
+_UNCOMMON = _FRAGMENT | _RARE_OPTIONS
 
 
 def _options_from_row(seg: TcpSegment, f: int, row: Any) -> None:

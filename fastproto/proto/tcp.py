@@ -4,7 +4,8 @@ A :class:`TcpConnection` is one transmission control block.  It has no
 threads, locks or sockets: the socket layer serialises calls into it.
 
 - segments in: ``input(seg)`` with a :class:`fastproto.wire.tcp.TcpSegment`
-  whose checksum the IP layer already checked;
+  whose checksum the IP layer already checked, or ``input_fields(...)`` with
+  its fields when its only option is timestamps (the socket's receive path);
 - segments out: ``output(desc)`` is called with a descriptor
   ``(seq, ack, flags, window, options, payload)``; ``window`` is the 16-bit
   field (already scaled), ``options`` bytes (a multiple of 4 long), ``payload``
@@ -252,7 +253,8 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
             buf = self._sndbuf = bytearray(buf)
             buf += mv
         self._output(self.clock())
-        self._flush()
+        if self._events:
+            self._flush()
         return n
 
     def recv(self, n: int) -> bytes:
@@ -298,14 +300,15 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
 
     def _after_read(self) -> None:
         """Open the receive window after the application read (RFC 9293 3.8.6.2.2)."""
-        if self.state in RECEIVING or self.state == SYN_RECEIVED:
-            if self._window_grows():
-                self._ack_now = True
-                now = self.clock()
-                self._output(now)
-                if self._ack_now:
-                    self._send_ack(now)
-        self._flush()
+        st = self.state
+        if (st in RECEIVING or st == SYN_RECEIVED) and self._window_grows():
+            self._ack_now = True
+            now = self.clock()
+            self._output(now)
+            if self._ack_now:
+                self._send_ack(now)
+        if self._events:
+            self._flush()
 
     def _window_grows(self) -> bool:
         """Raise RCV.WND to the free buffer space when that gains at least
@@ -386,79 +389,133 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
 
     def input(self, seg: TcpSegment) -> None:
         """Process one received segment (RFC 9293 3.10.7); replies go to ``output``."""
+        if not self._input_fast(seg.seq, seg.ack, seg.flags, seg.window, seg.payload,
+                                seg.ts_val, seg.ts_ecr, seg.sack_blocks):
+            self._input_slow(seg)
+        self._flush()
+
+    def input_fields(self, sport: int, dport: int, seq: int, ack: int, flags: int, window: int,
+                     payload: Any, ts_val: Optional[int], ts_ecr: Optional[int]) -> None:
+        """:meth:`input` of the segment with these fields whose only option is
+        timestamps (``ts_val`` None: none): the receive path's entry, which
+        makes a :class:`TcpSegment` only when header prediction misses."""
+        if not self._input_fast(seq, ack, flags, window, payload, ts_val, ts_ecr, None):
+            seg = TcpSegment(sport, dport, seq, ack, flags, window, payload)
+            if ts_val is not None:
+                seg.ts_val = ts_val
+                seg.ts_ecr = ts_ecr
+            self._input_slow(seg)
+        self._flush()
+
+    def _input_fast(self, seq: int, ack: int, flags: int, window: int, payload: Any,
+                    ts: Optional[int], ts_ecr: Optional[int], sack_blocks: Any) -> bool:
+        """Header prediction: process an in-order segment of the common kinds
+        and return True, else change nothing and return False."""
         # Header prediction (RFC 9293 3.10.7.4 in-order case; Van Jacobson): ESTABLISHED,
         # only ACK(+PSH), the expected sequence number, unchanged window, no retransmission.
-        if (self.state == ESTABLISHED and seg.flags & NO_TEXT_FLAGS == ACK
-                and seg.seq == self.rcv_nxt and self.snd_nxt == self.snd_max
-                and (seg.window << self._snd_wscale) == self.snd_wnd and not self._in_recovery):
-            ts = seg.ts_val
-            if not self._ts_ok or (ts is not None and ((ts - self.ts_recent) & MASK) < HALF):
-                payload = seg.payload
-                plen = len(payload)
-                ack = seg.ack
-                una = self.snd_una
-                if plen == 0:
-                    acked = (ack - una) & MASK
-                    if 0 < acked <= ((self.snd_max - una) & MASK) and self._dupacks == 0:
-                        now = self.clock()
-                        self._last_rcv = now
-                        if ts is not None and self.rcv_nxt == self._last_ack_sent:
-                            self.ts_recent = ts          # RFC 7323 4.3
-                        self.snd_wl1 = seg.seq
-                        self.snd_wl2 = ack
-                        self._ack_advance(ack, acked, seg.ts_ecr, now)
-                        self._output(now)
-                        if self._events:
-                            self._flush()
-                        return
-                elif self._ooo is None and plen <= self.rcv_wnd and not self._rd_shut:
-                    acked = (ack - una) & MASK
-                    if acked <= ((self.snd_max - una) & MASK):
-                        now = self.clock()
-                        self._last_rcv = now
-                        if ts is not None and self.rcv_nxt == self._last_ack_sent:
-                            self.ts_recent = ts
-                        buf = self._rcvbuf
-                        if buf is None:
-                            buf = self._rcvbuf = bytearray()
-                        if payload.__class__ is Chunk:
-                            payload.append_to(buf)      # coalesced: one gathering copy
-                            if payload.segments > 2:
-                                # An ACK for the first half of the run too: one per run
-                                # (what receive offload gives) would leave the sender's
-                                # ACK clock to a single segment, and a lost one to the
-                                # retransmission timer (RFC 9293 3.8.6.3 asks for one per
-                                # two full-sized segments).
-                                half = payload.half
-                                self.rcv_nxt = (self.rcv_nxt + half) & MASK
-                                self.rcv_wnd -= half
-                                if self.core_acked is None or not self._core_covered():
-                                    self._send_ack(now)
-                                plen -= half
-                        else:
-                            buf += payload
-                        self.rcv_nxt = (self.rcv_nxt + plen) & MASK
-                        self.rcv_wnd -= plen
-                        self._unacked_bytes += plen
-                        self._events |= EV_READABLE
-                        if acked:
-                            # The data also acknowledges ours: free it and send what the
-                            # window now allows (those segments carry our ACK).
-                            self.snd_wl1 = seg.seq
-                            self.snd_wl2 = ack
-                            self._ack_advance(ack, acked, seg.ts_ecr, now)
-                            self._output(now)
-                        # RFC 9293 3.8.6.3 / RFC 5681 4.2: ACK at least every second
-                        # full-sized segment, else within the delayed-ACK time.
-                        if self._unacked_bytes >= 2 * self.rcv_mss:
-                            if self.core_acked is None or not self._core_covered():
-                                self._send_ack(now)
-                        elif self._unacked_bytes and self._t_delack is None:
-                            self._t_delack = now + self.config.delack
-                        self._flush()
-                        return
-        self._input_slow(seg)
-        self._flush()
+        # Also taken: a segment that acknowledges new data and moves the window
+        # (request/response traffic: the peer's window shrinks by what it holds
+        # unread), when RFC 9293 3.10.7.4 "fifth" would update SND.WND from it
+        # (SND.WL1/SND.WL2 rule) and nothing else hangs on the window (no
+        # persist timer, no SACK blocks).
+        wnd = window << self._snd_wscale
+        snd_max = self.snd_max
+        if not (self.state == ESTABLISHED and flags & NO_TEXT_FLAGS == ACK
+                and seq == self.rcv_nxt and self.snd_nxt == snd_max
+                and not self._in_recovery):
+            return False
+        if wnd != self.snd_wnd:
+            # Only a segment that acknowledges new data, with a window that
+            # RFC 9293 3.10.7.4 "fifth" takes as is: SND.WL1 < SEG.SEQ, or
+            # SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK; no persist timer to
+            # stop, no SACK blocks to record.
+            if self._t_persist is not None or sack_blocks:
+                return False
+            una = self.snd_una
+            acked = (ack - una) & MASK
+            if not 0 < acked <= ((snd_max - una) & MASK):
+                return False
+            wl1d = (seq - self.snd_wl1) & MASK
+            if (wl1d >= HALF) if wl1d else (((ack - self.snd_wl2) & MASK) >= HALF):
+                return False
+        if self._ts_ok and (ts is None or ((ts - self.ts_recent) & MASK) >= HALF):
+            return False
+        plen = len(payload)
+        una = self.snd_una
+        acked = (ack - una) & MASK
+        if plen == 0:
+            if not (0 < acked <= ((snd_max - una) & MASK) and self._dupacks == 0):
+                return False
+            now = self.clock()
+            self._last_rcv = now
+            if wnd != self.snd_wnd:
+                self.snd_wnd = wnd
+                if wnd > self.max_snd_wnd:
+                    self.max_snd_wnd = wnd
+            if ts is not None and self.rcv_nxt == self._last_ack_sent:
+                self.ts_recent = ts          # RFC 7323 4.3
+            self.snd_wl1 = seq
+            self.snd_wl2 = ack
+            self._ack_advance(ack, acked, ts_ecr, now)
+            if self._sndbuf or self._fin_queued or self.snd_max != ack:
+                self._output(now)    # (else nothing queued, nothing in flight: no-op)
+            return True
+        if (self._ooo is not None or plen > self.rcv_wnd or self._rd_shut
+                or acked > ((snd_max - una) & MASK)):
+            return False
+        now = self.clock()
+        self._last_rcv = now
+        if wnd != self.snd_wnd:
+            # (checked above: acked > 0 and the rule holds)
+            self.snd_wnd = wnd
+            if wnd > self.max_snd_wnd:
+                self.max_snd_wnd = wnd
+        if ts is not None and self.rcv_nxt == self._last_ack_sent:
+            self.ts_recent = ts
+        buf = self._rcvbuf
+        if buf is None:
+            buf = self._rcvbuf = bytearray()
+        if payload.__class__ is Chunk:
+            payload.append_to(buf)      # coalesced: one gathering copy
+            if payload.segments > 2:
+                # An ACK for the first half of the run too: one per run
+                # (what receive offload gives) would leave the sender's
+                # ACK clock to a single segment, and a lost one to the
+                # retransmission timer (RFC 9293 3.8.6.3 asks for one per
+                # two full-sized segments).
+                half = payload.half
+                self.rcv_nxt = (self.rcv_nxt + half) & MASK
+                self.rcv_wnd -= half
+                if self.core_acked is None or not self._core_covered():
+                    self._send_ack(now)
+                plen -= half
+        else:
+            buf += payload
+        self.rcv_nxt = (self.rcv_nxt + plen) & MASK
+        self.rcv_wnd -= plen
+        self._unacked_bytes += plen
+        self._events |= EV_READABLE
+        # In order and no older than SND.UNA, the segment passes the
+        # SND.WL1/SND.WL2 rule (RFC 9293 3.10.7.4 "fifth"): record it
+        # even without new data acknowledged, or a receive-only
+        # connection's SND.WL1 would fall 2**31 behind and refuse
+        # later window updates.
+        self.snd_wl1 = seq
+        self.snd_wl2 = ack
+        if acked:
+            # The data also acknowledges ours: free it and send what the
+            # window now allows (those segments carry our ACK).
+            self._ack_advance(ack, acked, ts_ecr, now)
+            if self._sndbuf or self._fin_queued or self.snd_max != ack:
+                self._output(now)    # (else nothing queued, nothing in flight: no-op)
+        # RFC 9293 3.8.6.3 / RFC 5681 4.2: ACK at least every second
+        # full-sized segment, else within the delayed-ACK time.
+        if self._unacked_bytes >= 2 * self.rcv_mss:
+            if self.core_acked is None or not self._core_covered():
+                self._send_ack(now)
+        elif self._unacked_bytes and self._t_delack is None:
+            self._t_delack = now + self.config.delack
+        return True
 
     def _input_slow(self, seg: TcpSegment) -> None:
         st = self.state

@@ -95,7 +95,8 @@ class TcpAck(TcpFields):
             # that passes the end of the data sent at the previous sample.
             rs = self._rtt_seq
             if rs is None or ((ack - rs) & MASK) < HALF:
-                r = ((self._ts_now(now) - ts_ecr) & MASK)
+                # (our timestamp clock, _ts_now, inline: once per round trip)
+                r = (int(now * 1000.0) + self._ts_offset - ts_ecr) & MASK
                 if r < HALF:
                     self._rtt_update(r / 1000.0)
                 self._rtt_seq = self.snd_max

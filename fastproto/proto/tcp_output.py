@@ -22,8 +22,45 @@ class TcpOutput(TcpFields):
         if self.state not in SENDING:
             return
         buf = self._sndbuf
-        blen = len(buf) if buf is not None else 0
         una = self.snd_una
+        if self.snd_max != una or self.snd_nxt != una or self._fin_queued:
+            self._output_all(now)
+            return
+        if not buf:
+            # Nothing queued, nothing in flight (an ACK just took the last of
+            # it): nothing to send and no timer to arm.
+            return
+        blen = len(buf)
+        wnd = self.snd_wnd if self.snd_wnd < self.cwnd else self.cwnd
+        if blen > self.snd_mss or blen > wnd or self._t_persist is not None:
+            self._output_all(now)
+            return
+        # Nothing in flight and one segment's worth queued that the windows
+        # take (a request or a reply): what _output_all does for it, neither
+        # Nagle nor sender SWS avoidance holding back a segment that takes
+        # all there is with nothing unacknowledged.
+        rcv_nxt = self.rcv_nxt
+        wfield = self.rcv_wnd >> self._rcv_wscale
+        if wfield > 0xFFFF:
+            wfield = 0xFFFF
+        if self._rtt_seq is None and not self._ts_ok:
+            self._rtt_seq = (una + blen) & MASK          # time this segment (RFC 6298 3)
+            self._rtt_time = now
+        self.output((una, rcv_nxt, ACK | PSH, wfield, self._opts(now), memoryview(buf)[0:blen]))
+        self.snd_nxt = self.snd_max = (una + blen) & MASK
+        if self._t_rexmt is None:
+            self._t_rexmt = now + self.rto              # RFC 6298 5.1
+        # The segment carried the ACK: nothing is left to acknowledge.
+        self._last_ack_sent = rcv_nxt
+        self._ack_now = False
+        self._unacked_bytes = 0
+        self._t_delack = None
+
+    def _output_all(self, now: float) -> None:
+        """:meth:`_output` in general: every segment the windows and rules allow."""
+        buf = self._sndbuf
+        una = self.snd_una
+        blen = len(buf) if buf is not None else 0
         mss = self.snd_mss
         # The most one descriptor carries: whole segments up to the offload size.
         big = self.config.tso // mss * mss
@@ -212,7 +249,8 @@ class TcpOutput(TcpFields):
         """Options of a non-SYN segment: timestamps (RFC 7323 3.2), SACK blocks (RFC 2018 4)."""
         ooo = self._ooo
         if self._ts_ok:
-            ts = timestamps_option(self._ts_now(now), self.ts_recent)
+            # (_ts_now inline: every segment carries it)
+            ts = timestamps_option((int(now * 1000.0) + self._ts_offset) & MASK, self.ts_recent)
             if ooo is None or not self._sack_ok:
                 return ts
             return ts + tcp_options(sack_blocks=ooo.sack_blocks(3))

@@ -177,10 +177,20 @@ class TcpTimers(TcpFields):
 
     def next_timeout(self) -> Optional[float]:
         """The absolute time (clock units) of the next timer, or None."""
-        best = None
-        for t in (self._t_rexmt, self._t_persist, self._t_delack, self._t_keep, self._t_2msl):
-            if t is not None and (best is None or t < best):
-                best = t
+        # Unrolled: this runs after every call into the connection.
+        best = self._t_rexmt
+        t = self._t_persist
+        if t is not None and (best is None or t < best):
+            best = t
+        t = self._t_delack
+        if t is not None and (best is None or t < best):
+            best = t
+        t = self._t_keep
+        if t is not None and (best is None or t < best):
+            best = t
+        t = self._t_2msl
+        if t is not None and (best is None or t < best):
+            best = t
         return best
 
     def on_timer(self, now: Optional[float] = None) -> None:
@@ -299,13 +309,23 @@ class TcpTimers(TcpFields):
         """RFC 6298 2.2/2.3."""
         if r < 0:
             return
-        if self.srtt is None:
-            self.srtt = r
-            self.rttvar = r / 2
+        srtt = self.srtt
+        if srtt is None:
+            srtt = self.srtt = r
+            rttvar = self.rttvar = r / 2
         else:
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - r)
-            self.srtt = 0.875 * self.srtt + 0.125 * r
-        self.rto = self._rto_from_srtt()
+            d = srtt - r
+            rttvar = self.rttvar = 0.75 * self.rttvar + 0.25 * (d if d >= 0 else -d)
+            srtt = self.srtt = 0.875 * srtt + 0.125 * r
+        # _rto_from_srtt, inline: this runs once per round trip
+        cfg = self.config
+        v = 4 * rttvar
+        rto = srtt + (v if v > CLOCK_GRANULARITY else CLOCK_GRANULARITY)
+        lo = cfg.rto_min
+        if rto < lo:
+            rto = lo
+        hi = cfg.rto_max
+        self.rto = rto if rto < hi else hi
 
     def _rto_from_srtt(self) -> float:
         cfg = self.config
