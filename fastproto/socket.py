@@ -123,10 +123,15 @@ def _address6(addr: Any) -> Addr:
 
 class Timeouts:
     """The timeout calls every socket shares (``_timeout``: None blocks, 0 does not,
-    > 0 blocks for at most that many seconds)."""
+    > 0 blocks for at most that many seconds), and the check that it is open."""
 
     __slots__ = ()   # so that a subclass with slots has no __dict__
     _timeout: Optional[float]
+    _closed: bool
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise _oserror(errno.EBADF)
 
     def settimeout(self, value: Optional[float]) -> None:
         """None: blocking; 0: non-blocking; > 0: blocking for at most ``value`` seconds."""
@@ -207,10 +212,6 @@ class DatagramSocket(Timeouts, abc.ABC):
         self.close()
 
     # -- addresses ---------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise _oserror(errno.EBADF)
 
     def bind(self, address: Any) -> None:
         """Bind to ``(host, port)``; host ``""``/``"0.0.0.0"`` is any, port 0 an ephemeral one."""

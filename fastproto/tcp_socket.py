@@ -168,10 +168,6 @@ class TCPSocket(Timeouts):
     def _addr(self, address: Any) -> Addr:
         return _address6(address) if self.family == AF_INET6 else _address(address)
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise _oserror(errno.EBADF)
-
     def bind(self, address: Any) -> None:
         """Bind to ``(host, port)``; port 0 picks an ephemeral port."""
         self._check_open()
@@ -440,11 +436,7 @@ class TCPSocket(Timeouts):
                     self._after_call()
                 if n or not len(memoryview(data)):
                     return n
-                if self._timeout == 0.0:
-                    raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
-                if not self._wait(lambda: conn.writable or conn.error is not None
-                                  or conn.state == CLOSED, deadline):
-                    raise TimeoutError("timed out")
+                self._wait_writable(conn, deadline)
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         """Send every byte of ``data`` (blocking; the timeout applies to the whole call)."""
@@ -465,11 +457,16 @@ class TCPSocket(Timeouts):
                 self._after_call()
                 view = view[n:]
                 if not n:
-                    if self._timeout == 0.0:
-                        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
-                    if not self._wait(lambda: conn.writable or conn.error is not None
-                                      or conn.state == CLOSED, deadline):
-                        raise TimeoutError("timed out")
+                    self._wait_writable(conn, deadline)
+
+    def _wait_writable(self, conn: TcpConnection, deadline: Optional[float]) -> None:
+        """Block (lock held) until ``conn`` takes more data, fails or closes:
+        BlockingIOError at once when non-blocking, TimeoutError at ``deadline``."""
+        if self._timeout == 0.0:
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+        if not self._wait(lambda: conn.writable or conn.error is not None
+                          or conn.state == CLOSED, deadline):
+            raise TimeoutError("timed out")
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         """Up to ``bufsize`` bytes; ``b""`` once the peer closed and all was read."""

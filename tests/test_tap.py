@@ -2,7 +2,6 @@
 import errno
 import socket
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 

@@ -11,7 +11,6 @@ from fastproto.proto.syncookie import COUNTER_PERIOD, SynCookies
 from fastproto.proto.tcp_isn import IsnGenerator
 from fastproto.proto.tcp_listen import (
     ACK,
-    RST,
     SYN,
     ListenConfig,
     Listener,

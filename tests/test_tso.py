@@ -10,7 +10,7 @@ from scapy.layers.l2 import Ether
 
 from fastproto._core.tso import tcp_frames
 from fastproto.proto.tcp_timers import TcpConfig
-from fastproto.wire.tcp import ACK, FIN, PSH, SYN, timestamps_option
+from fastproto.wire.tcp import ACK, FIN, PSH, timestamps_option
 
 from tcp_harness import Wire, transfer
 

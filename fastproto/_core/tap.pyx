@@ -132,6 +132,40 @@ def is_up(name):
     return bool(flags & IFF_UP)
 
 
+cdef class _Frames:
+    """Frames (bytes-like, C-contiguous) held as buffers for C: ``ptrs[i]``
+    and ``lens[i]`` are valid while the object lives; released with it."""
+    cdef Py_buffer *views
+    cdef const uint8_t **ptrs
+    cdef size_t *lens
+    cdef Py_ssize_t n, held
+
+    def __cinit__(self, seq):
+        self.n = len(seq)
+        self.held = 0
+        n = max(self.n, 1)
+        self.views = <Py_buffer *>PyMem_Calloc(<size_t>n, sizeof(Py_buffer))
+        self.ptrs = <const uint8_t **>PyMem_Malloc(<size_t>n * sizeof(uint8_t *))
+        self.lens = <size_t *>PyMem_Malloc(<size_t>n * sizeof(size_t))
+        if self.views == NULL or self.ptrs == NULL or self.lens == NULL:
+            raise MemoryError()
+        cdef Py_ssize_t i
+        for i in range(self.n):
+            PyObject_GetBuffer(seq[i], &self.views[i], PyBUF_SIMPLE)
+            self.held += 1
+            self.ptrs[i] = <const uint8_t *>self.views[i].buf
+            self.lens[i] = <size_t>self.views[i].len
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self.views != NULL:
+            for i in range(self.held):
+                PyBuffer_Release(&self.views[i])
+        PyMem_Free(self.views)
+        PyMem_Free(<void *>self.ptrs)
+        PyMem_Free(self.lens)
+
+
 def tx_runs(frames):
     """How transmit with offloads groups ``frames`` (bytes-like, in order): run lengths.
 
@@ -139,34 +173,13 @@ def tx_runs(frames):
     (consecutive segments of one TCP connection, see docs/tap.md); a 1 is a
     frame written alone.  The lengths add up to len(frames).
     """
-    seq = list(frames)
-    cdef Py_ssize_t n = len(seq), i
-    cdef size_t k, at = 0
-    if n == 0:
-        return []
-    cdef Py_buffer *views = <Py_buffer *>PyMem_Calloc(<size_t>n, sizeof(Py_buffer))
-    cdef const uint8_t **ptrs = <const uint8_t **>PyMem_Malloc(<size_t>n * sizeof(uint8_t *))
-    cdef size_t *lens = <size_t *>PyMem_Malloc(<size_t>n * sizeof(size_t))
-    cdef Py_ssize_t held = 0
+    cdef _Frames f = _Frames(list(frames))
+    cdef size_t k, at = 0, n = <size_t>f.n
     out = []
-    try:
-        if views == NULL or ptrs == NULL or lens == NULL:
-            raise MemoryError()
-        for i in range(n):
-            PyObject_GetBuffer(seq[i], &views[i], PyBUF_SIMPLE)
-            held += 1
-            ptrs[i] = <const uint8_t *>views[i].buf
-            lens[i] = <size_t>views[i].len
-        while at < <size_t>n:
-            k = tap_tx_run(ptrs + at, lens + at, <size_t>n - at)
-            out.append(k)
-            at += k
-    finally:
-        for i in range(held):
-            PyBuffer_Release(&views[i])
-        PyMem_Free(views)
-        PyMem_Free(<void *>ptrs)
-        PyMem_Free(lens)
+    while at < n:
+        k = tap_tx_run(f.ptrs + at, f.lens + at, n - at)
+        out.append(k)
+        at += k
     return out
 
 
@@ -341,31 +354,12 @@ cdef class TapPort:
         Rejected frames are counted as in ``tx_handles`` and do not raise.
         """
         self._open()
-        seq = frames if isinstance(frames, (list, tuple)) else list(frames)
-        cdef Py_ssize_t n = len(seq)
-        if n == 0:
-            return 0
-        cdef Py_buffer *views = <Py_buffer *>PyMem_Calloc(<size_t>n, sizeof(Py_buffer))
-        cdef const uint8_t **ptrs = <const uint8_t **>PyMem_Malloc(<size_t>n * sizeof(uint8_t *))
-        cdef size_t *lens = <size_t *>PyMem_Malloc(<size_t>n * sizeof(size_t))
-        cdef Py_ssize_t held = 0, i
+        cdef _Frames f = _Frames(frames if isinstance(frames, (list, tuple)) else list(frames))
         cdef size_t sent = 0
-        try:
-            if views == NULL or ptrs == NULL or lens == NULL:
-                raise MemoryError()
-            for i in range(n):
-                PyObject_GetBuffer(seq[i], &views[i], PyBUF_SIMPLE)
-                held += 1
-                ptrs[i] = <const uint8_t *>views[i].buf
-                lens[i] = <size_t>views[i].len
-            with nogil:
-                sent = tap_tx_vec(&self.t, ptrs, lens, <size_t>n)
-        finally:
-            for i in range(held):
-                PyBuffer_Release(&views[i])
-            PyMem_Free(views)
-            PyMem_Free(<void *>ptrs)
-            PyMem_Free(lens)
+        if f.n == 0:
+            return 0
+        with nogil:
+            sent = tap_tx_vec(&self.t, f.ptrs, f.lens, <size_t>f.n)
         return sent
 
     def rx_frames(self, Py_ssize_t max_frames):

@@ -65,49 +65,37 @@ _CHILD = textwrap.dedent("""
         sh("ip", "addr", "add", KERNEL + "/24", "dev", "fp0")
         sh("ip", "link", "set", "fp0", "up")
         with Stack(tap, STACK + "/24", mac=bytes.fromhex("020000000002")) as stack:
-            if direction == "linux_to_fastproto":
-                srv = stack.socket(socket.AF_INET, SOCK_STREAM)
-                srv.bind(("", 5001))
-                srv.listen(1)
-                srv.settimeout(30)
+            def serve(listener):
+                conn, _ = listener.accept()
+                conn.settimeout(30)
+                res["n"] = drain(conn)
+                res["t1"] = time.perf_counter()
+                conn.close()
 
-                def serve():
-                    conn, _ = srv.accept()
-                    conn.settimeout(30)
-                    res["n"] = drain(conn)
-                    res["t1"] = time.perf_counter()
-                    conn.close()
-                t = threading.Thread(target=serve)
+            if direction == "linux_to_fastproto":
+                listener = stack.socket(socket.AF_INET, SOCK_STREAM)
+                listener.bind(("", 5001))
+                listener.listen(1)
+                listener.settimeout(30)
+                t = threading.Thread(target=serve, args=(listener,))
                 t.start()
                 t0 = time.perf_counter()
                 c = socket.create_connection((STACK, 5001), timeout=30)
-                for _ in range(size // len(block)):
-                    c.sendall(block)
-                c.shutdown(socket.SHUT_WR)
-                t.join(60)
-                c.close()
             else:
-                ls = socket.socket()
-                ls.bind((KERNEL, 5002))
-                ls.listen(1)
-
-                def serve():
-                    conn, _ = ls.accept()
-                    conn.settimeout(30)
-                    res["n"] = drain(conn)
-                    res["t1"] = time.perf_counter()
-                    conn.close()
-                t = threading.Thread(target=serve)
+                listener = socket.socket()
+                listener.bind((KERNEL, 5002))
+                listener.listen(1)
+                t = threading.Thread(target=serve, args=(listener,))
                 t.start()
                 c = stack.socket(socket.AF_INET, SOCK_STREAM)
                 c.settimeout(30)
                 t0 = time.perf_counter()
                 c.connect((KERNEL, 5002))
-                for _ in range(size // len(block)):
-                    c.sendall(block)
-                c.shutdown(socket.SHUT_WR)
-                t.join(60)
-                c.close()
+            for _ in range(size // len(block)):
+                c.sendall(block)
+            c.shutdown(socket.SHUT_WR)
+            t.join(60)
+            c.close()
             res["seconds"] = res.get("t1", time.perf_counter()) - t0
             res["stats"] = tap.stats()
     print("TAP-BENCH " + json.dumps(res), flush=True)

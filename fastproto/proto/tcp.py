@@ -446,32 +446,26 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
         if plen == 0:
             if not (0 < acked <= ((snd_max - una) & MASK) and self._dupacks == 0):
                 return False
-            now = self.clock()
-            self._last_rcv = now
-            if wnd != self.snd_wnd:
-                self.snd_wnd = wnd
-                if wnd > self.max_snd_wnd:
-                    self.max_snd_wnd = wnd
-            if ts is not None and self.rcv_nxt == self._last_ack_sent:
-                self.ts_recent = ts          # RFC 7323 4.3
+        elif (self._ooo is not None or plen > self.rcv_wnd or self._rd_shut
+                or acked > ((snd_max - una) & MASK)):
+            return False
+        # Predicted: from here the segment is processed, pure ACK or data.
+        now = self.clock()
+        self._last_rcv = now
+        if wnd != self.snd_wnd:
+            # (for data checked above: acked > 0 and the rule holds)
+            self.snd_wnd = wnd
+            if wnd > self.max_snd_wnd:
+                self.max_snd_wnd = wnd
+        if ts is not None and self.rcv_nxt == self._last_ack_sent:
+            self.ts_recent = ts          # RFC 7323 4.3
+        if plen == 0:
             self.snd_wl1 = seq
             self.snd_wl2 = ack
             self._ack_advance(ack, acked, ts_ecr, now)
             if self._sndbuf or self._fin_queued or self.snd_max != ack:
                 self._output(now)    # (else nothing queued, nothing in flight: no-op)
             return True
-        if (self._ooo is not None or plen > self.rcv_wnd or self._rd_shut
-                or acked > ((snd_max - una) & MASK)):
-            return False
-        now = self.clock()
-        self._last_rcv = now
-        if wnd != self.snd_wnd:
-            # (checked above: acked > 0 and the rule holds)
-            self.snd_wnd = wnd
-            if wnd > self.max_snd_wnd:
-                self.max_snd_wnd = wnd
-        if ts is not None and self.rcv_nxt == self._last_ack_sent:
-            self.ts_recent = ts
         buf = self._rcvbuf
         if buf is None:
             buf = self._rcvbuf = bytearray()

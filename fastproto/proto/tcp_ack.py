@@ -88,7 +88,6 @@ class TcpAck(TcpFields):
         congestion window; True when our FIN is now acknowledged."""
         buf = self._sndbuf
         blen = len(buf) if buf is not None else 0
-        una = self.snd_una
         # RTT sample: timestamps (RFC 7323 4.1) or the timed segment (RFC 6298 3, Karn).
         if self._ts_ok and ts_ecr:
             # One sample a round trip (RFC 6298 3 asks for at least that much): the ACK

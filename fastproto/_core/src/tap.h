@@ -609,6 +609,19 @@ static inline size_t tap_rx_pending(tap_t *t, bufpool_t *p, uint64_t *handles, u
     return tap_gso_emit(t, p, TAP_NO_HANDLE, handles, lengths, n);
 }
 
+/* A failed read in an rx loop, errno e: 1 to try again (EINTR), 0 to stop
+ * (nothing queued, or an error after frames were taken: counted in
+ * rx_errors), or -e to return (an error before any frame). */
+static inline int tap_rx_error(tap_stats_t *st, int e, size_t got)
+{
+    if (e == EINTR)
+        return 1;
+    if (e == EAGAIN)
+        return 0;
+    st->rx_errors++;
+    return got == 0 ? -e : 0;
+}
+
 /* tap_rx_batch with offloads on: pending segments first, then at most n
  * reads, each a virtio_net_hdr, a pool buffer, the scratch area past a
  * buffer's length (where a super-frame's tail lands) and a spill byte. */
@@ -637,13 +650,11 @@ static inline ssize_t tap_rx_batch_vnet(tap_t *t, bufpool_t *p, uint64_t *handle
                 st->rx_no_buffer++;
                 continue;
             }
-            if (errno == EINTR)
+            int a = tap_rx_error(st, errno, got);
+            if (a > 0)
                 continue;
-            if (errno == EAGAIN)
-                break;
-            st->rx_errors++;
-            if (got == 0)
-                return -errno;
+            if (a < 0)
+                return a;
             break;
         }
         struct iovec iov[4] = {
@@ -654,15 +665,12 @@ static inline ssize_t tap_rx_batch_vnet(tap_t *t, bufpool_t *p, uint64_t *handle
         };
         r = readv(t->fd, iov, 4);
         if (r < 0) {
-            int e = errno;
+            int a = tap_rx_error(st, errno, got);
             bufpool_free(p, h);
-            if (e == EINTR)
+            if (a > 0)
                 continue;
-            if (e == EAGAIN)
-                break;
-            st->rx_errors++;
-            if (got == 0)
-                return -e;
+            if (a < 0)
+                return a;
             break;
         }
         if ((size_t)r < hl + TAP_ETH_HLEN) {
@@ -766,14 +774,11 @@ static inline ssize_t tap_rx_batch(tap_t *t, bufpool_t *p, uint64_t *handles, ui
                 st->rx_no_buffer++;
                 continue;
             }
-            if (errno == EINTR) {
+            int a = tap_rx_error(st, errno, got);
+            if (a > 0)
                 continue;
-            }
-            if (errno == EAGAIN)
-                break;
-            st->rx_errors++;
-            if (got == 0)
-                return -errno;
+            if (a < 0)
+                return a;
             break;
         }
         struct iovec iov[2] = {
@@ -782,15 +787,12 @@ static inline ssize_t tap_rx_batch(tap_t *t, bufpool_t *p, uint64_t *handles, ui
         };
         r = readv(t->fd, iov, 2);
         if (r < 0) {
-            int e = errno;
+            int a = tap_rx_error(st, errno, got);
             bufpool_free(p, h);
-            if (e == EINTR)
+            if (a > 0)
                 continue;
-            if (e == EAGAIN)
-                break;
-            st->rx_errors++;
-            if (got == 0)
-                return -e;
+            if (a < 0)
+                return a;
             break;
         }
         if ((uint64_t)r > p->size || r == 0) {

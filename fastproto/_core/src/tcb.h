@@ -201,6 +201,19 @@ static inline uint32_t tcb_build_ack(const tcb_t *t, uint8_t *out, uint32_t tsva
 #define TCB_ACK 0x10
 #define TCB_PSH 0x08
 
+/* The ACK of everything up to rcv_nxt, built into out (lock held). */
+static inline void tcb_ack_now(tcb_t *t, uint8_t *out, uint32_t *out_len, uint64_t *cnt)
+{
+    uint32_t tsnow = t->ts_ok ? tcb_clock_ms() + t->ts_offset : 0;
+    *out_len = tcb_build_ack(t, out, tsnow);
+    t->last_ack = t->core_ack = t->rcv_nxt;
+    t->core_edge = t->rcv_edge;
+    t->core_valid = 1;
+    t->unacked = 0;
+    t->acks++;
+    cnt[TCB_C_ACKS]++;
+}
+
 /*
  * One TCP segment just put on the socket's PCQ (its parse: seq, flags,
  * payload length, TSval when `has_ts`).  Returns 1 when an ACK frame was
@@ -267,14 +280,7 @@ static inline int tcb_segment(tcb_t *t, uint32_t seq, uint32_t ack, uint32_t tcp
             if (due) {
                 /* RFC 9293 3.8.6.3 / RFC 1122 4.2.3.2: at least every second
                  * full-sized segment */
-                uint32_t tsnow = t->ts_ok ? tcb_clock_ms() + t->ts_offset : 0;
-                *out_len = tcb_build_ack(t, out, tsnow);
-                t->last_ack = t->core_ack = t->rcv_nxt;
-                t->core_edge = t->rcv_edge;
-                t->core_valid = 1;
-                t->unacked = 0;
-                t->acks++;
-                cnt[TCB_C_ACKS]++;
+                tcb_ack_now(t, out, out_len, cnt);
                 sent = 1;
             } else {
                 t->pending = 1;
@@ -307,14 +313,7 @@ static inline int tcb_flush(tcb_t *t, int room, uint8_t *out, uint32_t *out_len,
             t->armed = 0;
             cnt[TCB_C_AREA_FULL]++;
         } else {
-            uint32_t tsnow = t->ts_ok ? tcb_clock_ms() + t->ts_offset : 0;
-            *out_len = tcb_build_ack(t, out, tsnow);
-            t->last_ack = t->core_ack = t->rcv_nxt;
-            t->core_edge = t->rcv_edge;
-            t->core_valid = 1;
-            t->unacked = 0;
-            t->acks++;
-            cnt[TCB_C_ACKS]++;
+            tcb_ack_now(t, out, out_len, cnt);
             sent = 1;
         }
     }
