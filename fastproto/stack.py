@@ -66,9 +66,10 @@ class Stack(StackIpv4, StackIpv6, StackUdp):
     (RFC 1812 4.3.2.8).  ``ipv6``: an IPv6 address and prefix
     (``"2001:2::2/64"``) to run IPv6 too, with the link-local address derived
     from the MAC; None (the default): IPv6 frames are counted and dropped.
-    ``checksum_on_copy``: the checksum of a whole UDP datagram is verified
-    while its payload is copied out of the buffer, in one pass (else the
-    demux verifies it and the copy reads the payload again).
+    ``checksum_on_copy``: the checksum of a whole UDP datagram, and of a TCP
+    segment carrying data, is verified while its payload is copied out of the
+    buffer, in one pass (else the demux verifies it and the copy reads the
+    payload again).
 
     Threads start at construction and stop in :meth:`close` (or on leaving
     ``with``), which joins every one of them.
@@ -105,7 +106,8 @@ class Stack(StackIpv4, StackIpv6, StackUdp):
         self.pool = BufferPool(pool_size, size)
         self.table = PCBTable(nbuckets=1024)
         self.demux = Demux(self.pool, self.table, max_sockets=max_sockets, capacity=batch,
-                           verify_l4=True, defer_udp_checksum=checksum_on_copy)
+                           verify_l4=True, defer_udp_checksum=checksum_on_copy,
+                           defer_tcp_checksum=checksum_on_copy)
         self.arp = ArpCache(self.mac, self.ip, clock=clock, max_pending_per_ip=64)
         self.reassembler = Reassembler(clock=clock)
         self.icmp_limit = TokenBucket(icmp_rate, icmp_burst, clock=clock)
@@ -235,8 +237,9 @@ class Stack(StackIpv4, StackIpv6, StackUdp):
         ``udp.*``, ``wakeup.*`` (thread wake-ups), the dispatch model's own
         (``netisr.*``, ``kcont.*``), and ``rusage.nvcsw``/``rusage.nivcsw``,
         the process's voluntary and involuntary context switches so far.
-        All are counts but ``udp.payload_reads_per_byte``, a ratio: payload
-        bytes read per payload byte delivered to UDP sockets (1.0 with
+        All are counts but ``udp.payload_reads_per_byte`` and
+        ``tcp.payload_reads_per_byte``, ratios: payload bytes read per payload
+        byte delivered to UDP sockets / TCP connections (1.0 with
         checksum-on-copy, 2.0 when verified first and copied after).
         """
         out: dict[str, int] = {}
@@ -281,6 +284,9 @@ class Stack(StackIpv4, StackIpv6, StackUdp):
         delivered = own.get("udp.delivered_bytes", 0)
         out["udp.payload_reads_per_byte"] = \
             own.get("udp.payload_bytes_read", 0) / delivered if delivered else 0.0
+        delivered = out.get("tcp.delivered_bytes", 0)
+        out["tcp.payload_reads_per_byte"] = \
+            out.get("tcp.payload_bytes_read", 0) / delivered if delivered else 0.0
         out["pool.available"] = self.pool.available
         ru = resource.getrusage(resource.RUSAGE_SELF)
         out["rusage.nvcsw"] = ru.ru_nvcsw
@@ -334,7 +340,9 @@ class Stack(StackIpv4, StackIpv6, StackUdp):
             self._rx_routable = False
             self._pull_lock.release()
             return False
-        self._count_puller("lrp.receiver_pulling")
+        # (_count_puller inline: once per blocking receive)
+        c = self._c
+        c["lrp.receiver_pulling"] = c.get("lrp.receiver_pulling", 0) + 1
         return True
 
     def _pull_end(self) -> None:
@@ -374,12 +382,14 @@ class Stack(StackIpv4, StackIpv6, StackUdp):
             if sock._readable() or self.interface.rx_ready() or \
                     (cont is not None and cont.pending):
                 return False
-            woken = self._bell.acquire(timeout=timeout)
+            woken = self._bell.acquire(True, timeout)     # (positional: keywords parse slowly)
         finally:
             self._bell_armed = False
         if woken:
             sock.reader_wakeups += 1
-            self._count("wakeup.reader")
+            c = self._c
+            with self._count_lock:     # (_count inline: once per hand-off)
+                c["wakeup.reader"] = c.get("wakeup.reader", 0) + 1
         # Not woken: a ring may still come (it saw the arming before the
         # finally above); the lock is then left released and the next sleep
         # returns at once, a harmless extra look.

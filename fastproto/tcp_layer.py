@@ -20,8 +20,11 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
+from fastproto._core.frames import FrameBatch
+from fastproto._core.parse import Flag
 from fastproto._core.pcq import PCQ
-from fastproto._core.tso import tcp_frames
+from fastproto._core.tcpseg import tcp_checksum_ok
+from fastproto._core.tso import tcp_frames, tcp_frames_many
 from fastproto.proto.syncookie import SynCookies
 from fastproto.proto.tcp_isn import IsnGenerator
 from fastproto.proto.tcp_listen import Listener, ListenConfig
@@ -34,6 +37,9 @@ from fastproto.wire.ip import ipv6 as ipv6_packet
 from fastproto.wire.tcp import (ACK, FIN, RST, SYN, TcpRejected, build_tcp, parse_tcp_checked,
                                pseudo_sum, tcp_options, timestamps_option)
 from fastproto.proto.tcp_states import ESTABLISHED
+
+#: a row whose TCP checksum the demux left to the copy into the receive buffer
+_DEFERRED = int(Flag.L4_CSUM_DEFERRED)
 
 if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
     from fastproto.stack import Stack
@@ -184,11 +190,38 @@ class TcpLayer:
             sock._hashed = key
 
     def _route(self, sock: TCPSocket) -> None:
-        """Cache what every segment of ``sock``'s connection is built from."""
+        """Cache what every segment of ``sock``'s connection is built from:
+        ``[src, dst, pseudo-header sum, sport, dport, link]``, addresses
+        packed; ``link`` is what :meth:`_link_header` last found (None until
+        then)."""
         peer = sock._peer
         assert peer is not None
         src, dst = self._packed(sock._laddr), self._packed(peer[0])
-        sock._route = (src, dst, pseudo_sum(src, dst), sock._lport, peer[1])
+        sock._route = [src, dst, pseudo_sum(src, dst), sock._lport, peer[1], None]
+
+    def _link_header(self, route: list[Any]) -> bytes:
+        """The Ethernet header of frames to ``route``'s peer (IPv4), or b"" when
+        its address is not resolved (the packets then go through ARP).  Kept
+        in the route while the ARP cache's entry stands: its generation
+        unchanged (nothing learned, changed, evicted or expired since) and
+        its expiry time not reached.  (A kept entry is not marked recently
+        used at each send: with more neighbours than the cache holds it may
+        be evicted, and is then looked up afresh.)"""
+        stack = self.stack
+        arp = stack.arp
+        link = route[5]
+        if link is not None and link[0] is arp and link[1] == arp.generation \
+                and stack.clock() < link[2]:
+            return link[3]  # type: ignore[no-any-return]
+        with stack._arp_lock:
+            found = arp.lookup_entry(route[1])
+            generation = arp.generation
+        if found is None:
+            route[5] = None
+            return b""
+        l2 = found[0] + stack.mac + _ETH_IPV4
+        route[5] = (arp, generation, found[1], l2)
+        return l2
 
     def _packed(self, host: str) -> bytes:
         """``host``'s packed address, one bytes object shared by the connections
@@ -266,8 +299,16 @@ class TcpLayer:
                     break
                 try:
                     for h in hs.tolist():
+                        row = rows[h]
+                        if int(row["flags"]) & _DEFERRED and \
+                                not tcp_checksum_ok(rows, h, stack.pool.data):
+                            # Its checksum was left to the copy: a corrupted
+                            # segment gets no answer (RFC 9293 3.10.7.1 resets
+                            # only what arrived intact).
+                            stack.demux.count_bad_checksum(1)
+                            continue
                         self.count("tcp.closed_resets")
-                        stack._tcp_reset_for(h, rows[h])
+                        stack._tcp_reset_for(h, row)
                 finally:
                     stack.pool.free_many(hs)
 
@@ -324,15 +365,13 @@ class TcpLayer:
         conn = sock.conn
         if sock.family != AF_INET or sock._route is None or stack.clock is not time.monotonic:
             return None
-        src, dst, _, sport, dport = sock._route
-        with stack._arp_lock:
-            mac = stack.arp.lookup(dst)
-        if mac is None:
+        src, dst, _, sport, dport, _ = sock._route
+        l2 = self._link_header(sock._route)
+        if not l2:
             return None
         opts = timestamps_option(0, 0) if conn._ts_ok else b""  # type: ignore[union-attr]
         frames: list[bytes] = []
-        tcp_frames(mac + stack.mac + _ETH_IPV4, src, dst, sport, dport, 0, 0, ACK, 0, opts, b"",
-                   0xFFFF, frames)
+        tcp_frames(l2, src, dst, sport, dport, 0, 0, ACK, 0, opts, b"", 0xFFFF, frames)
         return frames[0]
 
     def _core_ack_output(self, sock: TCPSocket, items: Sequence[Any]) -> Sequence[Any]:
@@ -389,7 +428,8 @@ class TcpLayer:
                                                                      o.sack_permitted, o.ts))
                 self._send(v4, dst, [self._packet(v4, src, dst, seg)])
             return
-        src, dst, pseudo, sport, dport = sock._route
+        route = sock._route
+        src, dst, _, sport, dport, _ = route
         conn = sock.conn
         counted = 0
         if sock._tcb is not None:
@@ -403,23 +443,16 @@ class TcpLayer:
         stack = self.stack
         # IP and TCP headers without options
         room = stack.mtu - (40 if v4 else 60)
-        l2 = b""
-        if v4:
-            with stack._arp_lock:
-                mac = stack.arp.lookup(dst)
-            if mac is not None:
-                l2 = mac + stack.mac + _ETH_IPV4
-        frames: list[bytes] = []
-        for seq, ack, flags, window, opts, payload in items:
-            # One descriptor of up to 64 KiB: the core cuts it into frames of
-            # the MSS, less what options beyond the timestamps take (SACK blocks).
-            cut = room - len(opts)
-            tcp_frames(l2, src, dst, sport, dport, seq, ack, flags, window, opts, payload,
-                       mss if mss < cut else cut, frames)
+        l2 = self._link_header(route) if v4 else b""
+        # Framed (the next hop is resolved): the frames go to the device in
+        # one buffer, no object per frame; else as IP packets through ARP.
+        frames: Any = FrameBatch() if l2 else []
+        # Each descriptor of up to 64 KiB cut by the core into frames of the
+        # MSS, less what options beyond the timestamps take (SACK blocks).
+        tcp_frames_many(l2, src, dst, sport, dport, items, room, mss, frames)
         # (counted once the descriptors are cut: one lock a call)
         count(self.counters, "tcp.out_segments", len(frames) - counted)
         if l2:
-            # Framed already (the next hop is resolved): straight to the device.
             stack._count("ip.out_packets", len(frames))
             stack.interface.transmit(frames)
         else:

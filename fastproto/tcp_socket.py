@@ -23,7 +23,8 @@ One lock per socket serialises everything that touches its connection: the
 application's calls, protocol input, timers.  Output segments the connection
 emits while the lock is held are sent as one batch when the call ends.
 Timers are one continuation per socket on the stack's TCP timer queue,
-re-armed to the connection's next deadline after every call.
+moved after a call only when the connection's next deadline is earlier than
+the armed time (lazy: a run that comes early re-arms for what is due then).
 
 Errors are the ones Python's socket raises on Linux: ``ConnectionRefusedError``
 (RST to our SYN), ``ConnectionResetError`` (peer abort), ``BrokenPipeError``
@@ -43,13 +44,14 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from fastproto._core.gro import coalesce
+from fastproto._core.gro import coalesce, stage_segment
 from fastproto._core.parse import Flag
 from fastproto._core.pcq import PCQ
-from fastproto._core.tcpseg import tcp_fields
+from fastproto._core.tcpseg import tcp_checksum_ok, tcp_fields
 from fastproto.proto.tcp import (CLOSED, ERROR_EXCEPTIONS, ESTABLISHED, EV_READABLE,
                                  EV_STATE, SYN_SENT, TIME_WAIT, TcpConnection)
 from fastproto.proto.tcp_listen import Listener, TcpOptions
+from fastproto.proto.tcp_states import RECEIVING
 from fastproto.sched.continuation import Continuation
 from fastproto.socket import (AF_INET, AF_INET6, SHUT_RD, SHUT_RDWR, SHUT_WR, SOL_SOCKET, Addr,
                               Timeouts, _address, _address6, _oserror)
@@ -209,16 +211,21 @@ class TCPSocket(Timeouts):
                 if lazy:
                     # Lazy receiver processing: run our own protocol input rather
                     # than sleep until a worker does.
-                    if dispatch.receiver_run(self):
+                    cont = self._cont
+                    if cont is not None and cont.pending and dispatch.receiver_run(self):
                         continue
+                    fresh = False
                     if not pulling:
-                        pulling = stack._pull_begin(self)
+                        pulling = fresh = stack._pull_begin(self)
                     if pulling:
                         # As a datagram socket's reader does: pull the interface
                         # in this thread (our own segments' input runs here, the
                         # socket's lock is re-entrant) and sleep on the
-                        # interface's interrupt with the lock released.
-                        if stack._receiver_pull(self):
+                        # interface's interrupt with the lock released.  Just
+                        # made the puller, the first look at the ring is the
+                        # sleep's own (after arming the bell, so no frame is
+                        # missed): a request's reply is not there yet.
+                        if not fresh and stack._receiver_pull(self):
                             continue
                         nap = (_PULL_SLICE if remaining is None or remaining > _PULL_SLICE
                                else remaining)
@@ -441,8 +448,14 @@ class TCPSocket(Timeouts):
     def sendall(self, data: Any, flags: int = 0) -> None:
         """Send every byte of ``data`` (blocking; the timeout applies to the whole call)."""
         view = memoryview(data).cast("B") if data.__class__ is not bytes else None
-        conn = self._connected()
-        deadline = self._deadline()
+        # (_connected inline: a send is the hot path)
+        if self._closed:
+            raise _oserror(errno.EBADF)
+        conn = self.conn
+        if conn is None:
+            raise _oserror(errno.ENOTCONN)
+        timeout = self._timeout
+        start = time.monotonic() if timeout is not None else 0.0
         with self._lock:
             if view is None:
                 # The common case first: bytes, and room for them all.
@@ -452,12 +465,18 @@ class TCPSocket(Timeouts):
                 if n == len(data):
                     return
                 view = memoryview(data)[n:]
+            deadline = None if timeout is None else start + timeout
             while len(view):
                 n = conn.send(view)
-                self._after_call()
-                view = view[n:]
-                if not n:
-                    self._wait_writable(conn, deadline)
+                if n:
+                    self._after_call()
+                    view = view[n:]
+                    continue
+                if self._out or self._events or self._tcb is not None or conn.config.core_ack:
+                    self._after_call()
+                # (else the send buffer was full and the call changed nothing:
+                # nothing to send, re-arm or report)
+                self._wait_writable(conn, deadline)
 
     def _wait_writable(self, conn: TcpConnection, deadline: Optional[float]) -> None:
         """Block (lock held) until ``conn`` takes more data, fails or closes:
@@ -495,6 +514,16 @@ class TCPSocket(Timeouts):
         with self._lock:
             if self.stack.dispatch.lazy_receiver and (len(self.pcq) or self._tcb is not None):
                 self._run_input_locked()    # (with nothing queued it has nothing to do)
+            if conn._rcvbuf:
+                # Data waiting, the common case: what the loop below does for
+                # it, without making its readiness test.
+                try:
+                    return take(conn, arg)
+                except BlockingIOError:
+                    pass
+                finally:
+                    if self._out or self._events or self._tcb is not None:
+                        self._after_call()
             # Ready: data, an error, or the end of the stream (eof covers CLOSED);
             # conn.readable spelt out, as this is looked at several times a call.
             ready = lambda: (conn._rcvbuf or conn.error is not None or conn._fin_rcvd  # noqa: E731
@@ -617,6 +646,7 @@ class TCPSocket(Timeouts):
         flat = stack.tcp.pool_flat
         size = pool.size
         ran = False
+        read = delivered = 0
         conn = self.conn
         if self._tcb is not None and conn is not None:
             # Last.ACK.sent counts the demux's ACKs too (RFC 7323 4.3: TS.Recent).
@@ -629,26 +659,38 @@ class TCPSocket(Timeouts):
                 break
             ran = True
             try:
-                self._segments_input(hs, rows_all, flat, size)
+                r, d = self._segments_input(hs, rows_all, flat, size)
+                read += r
+                delivered += d
             finally:
                 pool.free_many(hs)
+        if delivered:
+            # payload bytes read per byte delivered (stack.stats())
+            stack.tcp.count("tcp.payload_bytes_read", read)
+            stack.tcp.count("tcp.delivered_bytes", delivered)
         if ran:
             self._after_call()
 
     def _segments_input(self, hs: np.ndarray, rows_all: np.ndarray, flat: memoryview,
-                        size: int) -> None:
+                        size: int) -> tuple[int, int]:
         """The segments of handles ``hs``, in order, to the connection or the
-        listener; ``rows_all`` are the demux's rows by handle."""
-        # The fields every segment needs, read in one compiled call: gathering
-        # whole rows of the parser's dtype costs micro-seconds per batch, a
-        # column read per field a little less each.
-        fields = tcp_fields(rows_all, hs)
+        listener; ``rows_all`` are the demux's rows by handle.  Returns the
+        payload bytes read (a checksum verified apart from the copy counts as
+        a read of its own) and the payload bytes handed over."""
+        # The fields a segment needs are read in one compiled call
+        # (tcp_fields): gathering whole rows of the parser's dtype costs
+        # micro-seconds per batch, a column read per field a little less each.
         conn = self.conn
         listening = self._mode == _LISTENING
-        if len(fields) == 1 and conn is not None and not listening:
+        n = len(hs)
+        fields: Any = None
+        if n == 1 and conn is not None and not listening:
             # One common segment (request/response traffic): straight in.
+            fields = tcp_fields(rows_all, hs)
             f, tflags, seq, ack, win, off, plen, sport, dport, tsval, tsecr = fields[0]
             if not f & _UNCOMMON:
+                if f & _DEFERRED:
+                    return self._deferred_input(conn, int(hs[0]), fields[0], None, rows_all)
                 base = int(hs[0]) * size + off
                 if f & _TS:
                     conn.input_fields(sport, dport, seq, ack, tflags, win,
@@ -656,59 +698,157 @@ class TCPSocket(Timeouts):
                 else:
                     conn.input_fields(sport, dport, seq, ack, tflags, win,
                                       flat[base:base + plen], None, None)
-                return
+                # verified by the demux, then copied by the connection
+                return 2 * plen, plen
         stack = self.stack
         handles = hs.tolist()
         chunks: Any = None
-        heads: Any = range(len(handles))
-        if len(handles) > 1 and conn is not None and conn.config.gro and conn._ooo is None:
+        heads: Any = None
+        read = delivered = 0
+        if n > 1 and conn is not None and conn.config.gro and conn._ooo is None:
             # Receive coalescing: the connection runs once per run of in-order
             # segments (fastproto._core.gro), not once per segment.  Not while
             # a gap is being repaired: then each segment is ACKed on its own
-            # (RFC 5681 4.2), as the sender's loss recovery expects.
-            heads, chunks = coalesce(rows_all[hs], hs, stack.pool.data)
-            merged = len(handles) - len(heads)
+            # (RFC 5681 4.2), as the sender's loss recovery expects.  Straight
+            # from the demux's rows by handle (a gather of whole rows would
+            # cost more than the coalescing); the fields are then read for
+            # the runs' first segments only.
+            heads, chunks = coalesce(rows_all, hs, stack.pool.data, 65535, True)
+            merged = n - len(heads)
             if merged:
                 stack.tcp.count("tcp.gro_merged_segments", merged)
+                fields = tcp_fields(rows_all, hs, heads)
+            else:
+                heads = chunks = None     # (pure ACKs, say: nothing to merge)
+        if heads is None:
+            if fields is None:
+                # The fields every segment needs, read in one compiled call.
+                fields = tcp_fields(rows_all, hs)
+            heads = range(n)
         for j, k in enumerate(heads):
             h = handles[k]
-            f, tflags, seq, ack, win, off, plen, sport, dport, tsval, tsecr = fields[k]
+            fk = fields[j]
+            f, tflags, seq, ack, win, off, plen, sport, dport, tsval, tsecr = fk
             if f & _FRAGMENT:
                 # TCP in IP fragments (rare: our peers send DF): whole once reassembled.
                 stack.tcp.fragment(h, rows_all[h])
                 continue
             chunk = chunks[j] if chunks is not None else None
+            if f & _DEFERRED or (chunk is not None and chunk.deferred):
+                r, d = self._deferred_input(conn, h, fk, chunk, rows_all)
+                read += r
+                delivered += d
+                continue
+            if plen:
+                # verified by the demux, then copied by the connection
+                got = len(chunk) if chunk is not None else plen
+                read += 2 * got
+                delivered += got
             if chunk is None and not f & _RARE_OPTIONS and conn is not None and not listening:
                 # The common segment: its fields straight to the connection,
-                # which makes a TcpSegment only for the full processing.
+                # which makes a TcpSegment only for the full processing.  (A
+                # pure ACK needs no view of its buffer.)
                 base = h * size + off
+                payload = flat[base:base + plen] if plen else b""
                 if f & _TS:
-                    conn.input_fields(sport, dport, seq, ack, tflags, win,
-                                      flat[base:base + plen], tsval, tsecr)
+                    conn.input_fields(sport, dport, seq, ack, tflags, win, payload, tsval, tsecr)
                 else:
-                    conn.input_fields(sport, dport, seq, ack, tflags, win,
-                                      flat[base:base + plen], None, None)
+                    conn.input_fields(sport, dport, seq, ack, tflags, win, payload, None, None)
                 continue
+            self._deliver(conn, listening, h, fk, chunk, rows_all)
+        return read, delivered
+
+    def _deliver(self, conn: Optional[TcpConnection], listening: bool, h: int, fk: tuple,
+                 chunk: Any, rows_all: np.ndarray) -> None:
+        """One segment (``chunk`` None) or chunk of fields ``fk`` to the connection
+        or the listener, through a TcpSegment (options beyond timestamps, a
+        chunk, a listener)."""
+        f, tflags, seq, ack, win, off, plen, sport, dport, tsval, tsecr = fk
+        if chunk is None:
+            base = h * self.stack.pool.size + off
+            seg = TcpSegment(sport, dport, seq, ack, tflags, win,
+                             self.stack.tcp.pool_flat[base:base + plen])
+            if f & _TS:
+                seg.ts_val = tsval
+                seg.ts_ecr = tsecr
+        else:
+            # The first segment's TSval (RFC 7323 4.3), the last one's TSecr.
+            seg = TcpSegment(sport, dport, seq, ack, chunk.flags, win, chunk)
+            if f & _TS:
+                seg.ts_val = tsval
+                seg.ts_ecr = chunk.ts_ecr
+        if f & _RARE_OPTIONS:
+            _options_from_row(seg, f, rows_all[h])
+        if listening:
+            self._listen_input(seg, rows_all[h])
+        elif conn is not None:
+            conn.input(seg)
+        else:
+            self.stack.tcp.count("tcp.no_connection_drops")
+
+    def _deferred_input(self, conn: Optional[TcpConnection], h: int, fk: tuple, chunk: Any,
+                        rows_all: np.ndarray) -> tuple[int, int]:
+        """A segment (``chunk`` None) or chunk whose checksum the demux left to
+        the payload copy (docs/tcp.md, "Checksum on copy"): verified before the
+        connection sees any of it, so a bad one changes no state.  In the
+        expected case (in order, in the window, the connection receiving) the
+        payload is copied onto the receive buffer while it is verified, and the
+        connection takes those bytes as they are: one read.  Otherwise it is
+        verified in a pass of its own and handed over as usual.  Returns the
+        payload bytes read and handed over."""
+        stack = self.stack
+        f, tflags, seq, ack, win, off, plen, sport, dport, tsval, tsecr = fk
+        data = stack.pool.data
+        nseg = chunk.segments if chunk is not None else 1
+        n = len(chunk) if chunk is not None else plen
+        listening = self._mode == _LISTENING
+        staged = False
+        if (conn is not None and not listening and conn.state in RECEIVING and not conn._rd_shut
+                and seq == conn.rcv_nxt and n <= conn.rcv_wnd):
+            buf = conn._rcvbuf
+            if buf is None:
+                buf = conn._rcvbuf = bytearray()
             if chunk is None:
-                base = h * size + off
-                seg = TcpSegment(sport, dport, seq, ack, tflags, win, flat[base:base + plen])
-                if f & _TS:
-                    seg.ts_val = tsval
-                    seg.ts_ecr = tsecr
+                chunk = stage_segment(rows_all, h, data, buf)
+                good = 0 if chunk is None else 1
             else:
-                # The first segment's TSval (RFC 7323 4.3), the last one's TSecr.
-                seg = TcpSegment(sport, dport, seq, ack, chunk.flags, win, chunk)
+                good = chunk.stage_into(buf)
+            staged = good > 0
+        elif chunk is None:
+            good = 1 if tcp_checksum_ok(rows_all, h, data) else 0
+        else:
+            good = chunk.verify()
+        if good < nseg:
+            # The segment that failed is counted with the demux's checksum
+            # failures; coalesced ones after it are given up (the peer sends
+            # them again: they are not acknowledged) and counted apart.
+            stack.demux.count_bad_checksum(1)
+            if nseg - good > 1:
+                stack.tcp.count("tcp.bad_checksum_tail_drops", nseg - good - 1)
+            if not good:
+                return 0, 0
+        n = len(chunk) if chunk is not None else plen
+        read = n + chunk.reread if staged else 2 * n
+        if staged and not f & _RARE_OPTIONS:
+            try:
                 if f & _TS:
-                    seg.ts_val = tsval
-                    seg.ts_ecr = chunk.ts_ecr
-            if f & _RARE_OPTIONS:
-                _options_from_row(seg, f, rows_all[h])
-            if listening:
-                self._listen_input(seg, rows_all[h])
-            elif conn is not None:
-                conn.input(seg)
-            else:
-                stack.tcp.count("tcp.no_connection_drops")
+                    conn.input_fields(sport, dport, seq, ack,  # type: ignore[union-attr]
+                                      chunk.flags, win, chunk, tsval, chunk.ts_ecr)
+                else:
+                    conn.input_fields(sport, dport, seq, ack,  # type: ignore[union-attr]
+                                      chunk.flags, win, chunk, None, None)
+            finally:
+                # Bytes the connection did not take (a duplicate, a
+                # reset, ...) come back off its receive buffer.
+                chunk.unstage()
+        elif staged:
+            try:
+                self._deliver(conn, listening, h, fk, chunk, rows_all)
+            finally:
+                chunk.unstage()
+        else:
+            self._deliver(conn, listening, h, fk, chunk, rows_all)
+        return read, n
 
     def _segment_input(self, seg: TcpSegment, src: str, dst: str) -> None:
         """One segment that did not come off the PCQ (a reassembled datagram)."""
@@ -748,22 +888,31 @@ class TCPSocket(Timeouts):
 
     def _after_call(self) -> None:
         """Send what the call produced, re-arm the timer, wake whoever waits (lock held)."""
-        if self._out:
+        out = self._out
+        if out:
             # The connection holds ``self._out.append``: empty the list in place.
-            out = self._out[:]
-            self._out.clear()
-            self.stack.tcp.output(self, out)
+            items = out[:]
+            out.clear()
+            self.stack.tcp.output(self, items)
         conn = self.conn
-        if self._mode == _LISTENING:
-            self._arm(self.listener.next_timeout())  # type: ignore[union-attr]
-        elif conn is not None:
+        if conn is not None:
+            # (a connected socket: a listener has no connection)
             if self._tcb is not None or conn.config.core_ack:
                 # (without either there is nothing to arm or disarm)
                 self.stack.tcp.core_ack_after_call(self)
             due = conn.next_timeout()
-            armed = self._timer_due
-            if due is None or armed is None or armed > due or not self._timer.pending:
-                self._arm(due)      # (else an earlier run re-arms it, as _arm says)
+            if due is not None:
+                armed = self._timer_due
+                if armed is None or armed > due or not self._timer.pending:
+                    self._arm(due)
+            # Lazy timers (as BSD's): a pending run that comes too early, or
+            # finds nothing due, re-arms for what is due then or stops.  So
+            # a deadline that moves later (the retransmission timer's, with
+            # every ACK) costs nothing, and neither does a moment with no
+            # timer (all data acknowledged): disarming and re-arming would
+            # schedule, and wake the timer thread, every time.
+        elif self._mode == _LISTENING:
+            self._arm(self.listener.next_timeout())  # type: ignore[union-attr]
         if self._events:
             events, self._events = self._events, 0
             if self._waiting:
@@ -831,6 +980,8 @@ _TS = int(Flag.TCP_TS)
 _FRAGMENT = int(Flag.FRAGMENT)
 #: a segment that needs more than its fields: fragments, options but timestamps
 _UNCOMMON = _FRAGMENT | _RARE_OPTIONS
+#: a data segment whose checksum the demux left to the payload copy
+_DEFERRED = int(Flag.L4_CSUM_DEFERRED)
 
 
 def _options_from_row(seg: TcpSegment, f: int, row: Any) -> None:

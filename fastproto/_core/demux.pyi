@@ -13,7 +13,8 @@ def clock_ms() -> int:
     """The demux's timestamp clock: int(time.monotonic() * 1000) as a uint32."""
 
 class Demux:
-    """Demux(pool, table, max_sockets=65536, capacity=1024, verify_l4=False, defer_udp_checksum=False)"""
+    """Demux(pool, table, max_sockets=65536, capacity=1024, verify_l4=False, defer_udp_checksum=False,
+    defer_tcp_checksum=False)"""
 
     pool: BufferPool
     table: PCBTable
@@ -22,7 +23,7 @@ class Demux:
 
     def __init__(self, pool: BufferPool, table: PCBTable, max_sockets: int = 65536,
                  capacity: int = 1024, verify_l4: bool = False,
-                 defer_udp_checksum: bool = False) -> None: ...
+                 defer_udp_checksum: bool = False, defer_tcp_checksum: bool = False) -> None: ...
     def attach(self, sock_id: int, pcq: PCQ) -> None:
         """Give socket ``sock_id`` its receive PCQ."""
     def detach(self, sock_id: int) -> None:
@@ -35,6 +36,8 @@ class Demux:
         """The parse (PARSED_DTYPE) of each buffer's frame, indexed by handle."""
     def counters(self) -> dict[str, int]:
         """{reason: frames} since creation, netstat -s style."""
+    def count_bad_checksum(self, n: int = 1) -> None:
+        """Count n segments whose deferred checksum failed (under l4_bad_checksum); any thread."""
     @property
     def tcb(self) -> np.ndarray:
         """The hot TCBs (TCB_DTYPE) by socket id, for reading."""

@@ -26,8 +26,9 @@ from libc.string cimport memcpy, memset
 
 from fastproto._core.buffers cimport BufferPool, bufpool_free, bufpool_t, buf_ptr
 from fastproto._core.parse cimport (parsed_t, parse_frame, parse_status_names, PARSE_OK,
-                                    PARSE_NSTATUS, PARSE_VERIFY_L4, PARSE_DEFER_UDP, PF_L4,
-                                    PF_FRAG_LATER)
+                                    PARSE_NSTATUS, PARSE_VERIFY_L4, PARSE_DEFER_UDP, PARSE_DEFER_TCP,
+                                    PARSE_L4_BAD_CHECKSUM, PF_L4, PF_FRAG_LATER, PF_L4_CSUM_DEFERRED,
+                                    PF_L4_CSUM_OK)
 from fastproto._core.pcbtable cimport (PCBTable, pcb_bucket, pcb_key, pcb_lookup,
                                        pcbtable_lookup_finish_hold, pcbtable_lookup_start,
                                        pcbtable_release)
@@ -36,9 +37,14 @@ from fastproto._core.tcb cimport (tcb_t, tcb_lock, tcb_unlock, tcb_disarm, tcb_s
                                   tcb_seq_diff, tcb_pseudo_sum, tcb_clock_ms, TCB_TMPL_MAX,
                                   TCB_TCP_OFF, TCB_NCOUNTERS)
 from fastproto._core.parse cimport PF_TCP_TS, PF_FRAGMENT
+from fastproto._core.tcpseg cimport tcpseg_csum_ok
 
 cdef extern from *:
     void prefetch "__builtin_prefetch"(const void *p) noexcept nogil
+    # Counters are also bumped from socket threads (count_bad_checksum):
+    # relaxed atomic adds, on drop paths only, so no update is lost.
+    uint64_t atomic_add "__atomic_fetch_add"(uint64_t *p, uint64_t v, int order) noexcept nogil
+    int RELAXED "__ATOMIC_RELAXED"
 
 from fastproto._core.parse import PARSED_DTYPE
 
@@ -83,6 +89,16 @@ def clock_ms():
     return tcb_clock_ms()
 
 
+cdef inline bint _settle_tcp_checksum(parsed_t *row, const uint8_t *frame) noexcept nogil:
+    """Verify here a TCP checksum the parser deferred (the segment will not
+    reach a payload copy that verifies, or must not be ACKed unverified);
+    the row then says verified.  Whether it is right."""
+    if not tcpseg_csum_ok(row, frame):
+        return False
+    row.flags = (row.flags & ~(<uint32_t>PF_L4_CSUM_DEFERRED)) | PF_L4_CSUM_OK
+    return True
+
+
 cdef int _check_id(Demux d, Py_ssize_t sock_id) except -1:
     if sock_id < 0 or sock_id >= d.max_sockets:
         raise ValueError(f"socket id {sock_id} not in 0..{d.max_sockets - 1}")
@@ -90,18 +106,23 @@ cdef int _check_id(Demux d, Py_ssize_t sock_id) except -1:
 
 
 cdef class Demux:
-    """Demux(pool, table, max_sockets=65536, capacity=1024, verify_l4=False, defer_udp_checksum=False)
+    """Demux(pool, table, max_sockets=65536, capacity=1024, verify_l4=False, defer_udp_checksum=False, defer_tcp_checksum=False)
 
     ``table`` maps flows to socket ids (0 .. max_sockets-1); ``attach(id, pcq)``
     gives socket ``id`` its receive PCQ.  ``input(handles, lengths)`` runs one
     batch of at most ``capacity`` frames of ``pool``.  ``verify_l4``: L4
     checksums are verified here, except, with ``defer_udp_checksum``, those
-    of whole UDP datagrams, left to the payload copy (``udp_take``).
+    of whole UDP datagrams, left to the payload copy (``udp_take``), and with
+    ``defer_tcp_checksum`` those of TCP segments carrying data (row flag
+    ``L4_CSUM_DEFERRED``), left to the copy into the connection's receive
+    buffer (docs/tcp.md, "Checksum on copy").  A deferred segment is still
+    verified here when it has no socket (it is answered with a reset) or its
+    socket's immediate ACKs are on (an ACK must not cover it unverified).
     """
 
     def __cinit__(self, BufferPool pool not None, PCBTable table not None,
                   Py_ssize_t max_sockets=65536, Py_ssize_t capacity=1024, bint verify_l4=False,
-                  bint defer_udp_checksum=False):
+                  bint defer_udp_checksum=False, bint defer_tcp_checksum=False):
         if max_sockets < 1 or max_sockets > 0xFFFFFFFF:
             raise ValueError(f"max_sockets must be in 1..2**32-1, not {max_sockets}")
         if capacity < 1:
@@ -113,6 +134,8 @@ cdef class Demux:
         self.parse_flags = PARSE_VERIFY_L4 if verify_l4 else 0
         if verify_l4 and defer_udp_checksum:
             self.parse_flags |= PARSE_DEFER_UDP
+        if verify_l4 and defer_tcp_checksum:
+            self.parse_flags |= PARSE_DEFER_TCP
         self._pcq_refs = [None] * max_sockets
         self.pcqs = <pcq_t **>calloc(max_sockets, sizeof(pcq_t *))
         self.marked = <uint8_t *>calloc(max_sockets, 1)
@@ -209,7 +232,7 @@ cdef class Demux:
                     continue
                 row = &self.rowp[h]
                 if parse_frame(buf_ptr(pool, h), lengths[i], row, self.parse_flags) != PARSE_OK:
-                    self.cnt[row.status] += 1
+                    atomic_add(&self.cnt[row.status], 1, RELAXED)
                     self.dropped[ndropped] = h
                     ndropped += 1
                     continue
@@ -248,6 +271,18 @@ cdef class Demux:
                         q = self.pcqs[sock]
                     if q == NULL:
                         pcbtable_release(bucket)
+                row = &self.rowp[h]
+                if row.flags & PF_L4_CSUM_DEFERRED and (q == NULL or self.tcbs[sock].armed):
+                    # Answered with a reset, or ACKed by the demux: verified first.
+                    # (``armed`` read once, here: a segment queued unverified
+                    # is not accounted below, which disarms, src/tcb.h.)
+                    if not _settle_tcp_checksum(row, buf_ptr(pool, h)):
+                        if q != NULL:
+                            pcbtable_release(bucket)
+                        atomic_add(&self.cnt[<int>PARSE_L4_BAD_CHECKSUM], 1, RELAXED)
+                        self.dropped[ndropped] = h
+                        ndropped += 1
+                        continue
                 if q == NULL:
                     self.cnt[C_NO_SOCKET] += 1
                     self.unmatched[u] = <uint32_t>i
@@ -259,7 +294,8 @@ cdef class Demux:
                 if pcq_put(q, h):
                     pcbtable_release(bucket)
                     delivered += 1
-                    if self.rowp[h].proto == _IPPROTO_TCP and self.tcbs[sock].armed:
+                    if self.rowp[h].proto == _IPPROTO_TCP and self.tcbs[sock].armed \
+                            and not (self.rowp[h].flags & PF_L4_CSUM_DEFERRED):
                         # In-sequence data on a fast-path connection: the
                         # immediate ACK, if one is due (src/tcb.h).
                         row = &self.rowp[h]
@@ -318,6 +354,14 @@ cdef class Demux:
         with nogil:
             delivered = self.input_c(hp, lp, n, &w, &o, &u)
         return delivered, self._woken[:w], self._other[:o], self._unmatched[:u]
+
+    def count_bad_checksum(self, Py_ssize_t n=1):
+        """Count ``n`` more segments whose deferred checksum (verified while
+        their payload was copied) was bad, under the parser's
+        ``l4_bad_checksum`` with the ones verified here.  Any thread."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, not {n}")
+        atomic_add(&self.cnt[<int>PARSE_L4_BAD_CHECKSUM], <uint64_t>n, RELAXED)
 
     @property
     def rows(self):

@@ -21,6 +21,14 @@ any segment had it), the first segment's TSval (the one RFC 7323 4.3 takes
 for TS.Recent, as it covers the last ACK sent) and the last one's TSecr.
 The connection then runs once per chunk and copies it into its receive
 buffer in one pass (:meth:`Chunk.append_to`).
+
+Checksum on copy (docs/tcp.md): when the demux left the segments' checksums
+to the payload copy, :meth:`Chunk.stage_into` copies the payload onto the
+receive buffer and verifies every piece in the same pass, before the
+connection sees the chunk; the connection's :meth:`Chunk.append_to` then
+takes the staged bytes as they are.  A piece with a bad checksum ends the
+chunk there: the good pieces before it stay, the rest are given up.
+:func:`stage_segment` does the same for a segment on its own.
 """
 cimport numpy as cnp
 from cpython.buffer cimport PyBuffer_FillInfo
@@ -30,8 +38,10 @@ from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy
 
-from fastproto._core.parse cimport (parsed_t, PF_FRAGMENT, PF_L4, PF_TCP_MSS, PF_TCP_OPT_IGNORED,
-                                    PF_TCP_SACK, PF_TCP_SACK_PERM, PF_TCP_TS, PF_TCP_WSCALE)
+from fastproto._core.parse cimport (parsed_t, PF_FRAGMENT, PF_L4, PF_L4_CSUM_DEFERRED, PF_L4_CSUM_OK,
+                                    PF_TCP_MSS, PF_TCP_OPT_IGNORED, PF_TCP_SACK, PF_TCP_SACK_PERM,
+                                    PF_TCP_TS, PF_TCP_WSCALE)
+from fastproto._core.tcpseg cimport tcpseg_copy_verified, tcpseg_csum_ok
 
 import numpy as _np
 
@@ -76,27 +86,72 @@ cdef inline bint _follows(const parsed_t *head, const parsed_t *last, const pars
     return memcmp(r.src, head.src, 16) == 0 and memcmp(r.dst, head.dst, 16) == 0
 
 
-cdef Py_ssize_t gro_coalesce(const parsed_t *rows, Py_ssize_t n, uint32_t max_bytes,
-                             uint32_t *first, uint32_t *count, uint32_t *total) noexcept nogil:
-    """Split rows 0..n-1 into chunks (see the module docstring); returns how many."""
+cdef inline const parsed_t *_row(const parsed_t *rows, const uint64_t *handles,
+                                 Py_ssize_t i) noexcept nogil:
+    return &rows[handles[i]] if handles != NULL else &rows[i]
+
+
+cdef inline Py_ssize_t _coalesce(const parsed_t *rows, const uint64_t *handles, Py_ssize_t n,
+                                 uint32_t max_bytes, uint32_t *first, uint32_t *count,
+                                 uint32_t *total) noexcept nogil:
     cdef Py_ssize_t i, c = -1
     cdef const parsed_t *head = NULL
+    cdef const parsed_t *last = NULL
     cdef const parsed_t *r
     cdef bint open_ = False
     for i in range(n):
-        r = &rows[i]
+        r = _row(rows, handles, i)
         if open_ and _mergeable(r) and total[c] + r.payload_len <= max_bytes \
-                and _follows(head, &rows[i - 1], r, total[c]):
+                and _follows(head, last, r, total[c]):
             count[c] += 1
             total[c] += r.payload_len
+            last = r
             continue
         c += 1
         first[c] = <uint32_t>i
         count[c] = 1
         total[c] = r.payload_len
-        head = r
+        head = last = r
         open_ = _mergeable(r)
     return c + 1
+
+
+cdef Py_ssize_t gro_coalesce(const parsed_t *rows, Py_ssize_t n, uint32_t max_bytes,
+                             uint32_t *first, uint32_t *count, uint32_t *total) noexcept nogil:
+    """Split rows 0..n-1 into chunks (see the module docstring); returns how many."""
+    return _coalesce(rows, NULL, n, max_bytes, first, count, total)
+
+
+cdef Py_ssize_t gro_coalesce_handles(const parsed_t *table, const uint64_t *handles, Py_ssize_t n,
+                                     uint32_t max_bytes, uint32_t *first, uint32_t *count,
+                                     uint32_t *total) noexcept nogil:
+    """Split the segments whose rows are table[handles[0..n-1]] into chunks."""
+    return _coalesce(table, handles, n, max_bytes, first, count, total)
+
+
+cdef Py_ssize_t gro_stage(unsigned char *dst, const unsigned char *base,
+                          const unsigned long long *offs, const unsigned int *lens,
+                          const parsed_t *const *rows, Py_ssize_t n) noexcept nogil:
+    """Copy pieces 0..n-1 (``lens[i]`` bytes at ``base + offs[i]``, parsed as
+    ``rows[i]``) end to end to ``dst`` (NULL: verify only, copy nothing),
+    verifying on the way the TCP checksum of each piece whose row says it
+    was deferred (PF_L4_CSUM_DEFERRED); returns how many pieces came before
+    the first bad one (n: all good).  The bad piece's bytes may be written."""
+    cdef Py_ssize_t i
+    cdef const unsigned char *frame
+    for i in range(n):
+        frame = base + offs[i] - rows[i].payload_off
+        if rows[i].flags & PF_L4_CSUM_DEFERRED:
+            if dst != NULL:
+                if not tcpseg_copy_verified(dst, rows[i], frame):
+                    return i
+            elif not tcpseg_csum_ok(rows[i], frame):
+                return i
+        elif dst != NULL:
+            memcpy(dst, base + offs[i], lens[i])
+        if dst != NULL:
+            dst += lens[i]
+    return n
 
 
 cdef class Chunk:
@@ -104,7 +159,10 @@ cdef class Chunk:
 
     ``segments`` is how many segments it merged, ``half`` the payload bytes
     of the first ``segments // 2`` of them (where a receiver may acknowledge
-    the first half).  ``len()`` is the payload's length; :meth:`append_to` copies it onto a
+    the first half), ``deferred`` how many of them still have their checksum
+    to be verified (:meth:`stage_into`, :meth:`verify`), ``reread`` the
+    payload bytes of the others that were verified before (by the demux).
+    ``len()`` is the payload's length; :meth:`append_to` copies it onto a
     bytearray; ``bytes()``/``memoryview()`` give it joined (a copy made on the
     first request).  Valid while the packet buffers are: the receive path
     frees them once the connection ran.
@@ -113,19 +171,113 @@ cdef class Chunk:
     def __cinit__(self):
         self._offs = NULL
         self._lens = NULL
+        self._rowp = NULL
+        self._staged = None
+        self.committed = False
 
     def __dealloc__(self):
         free(self._offs)
-        free(self._lens)
 
     def __len__(self):
         return self._total
 
+    cdef int _alloc(self, Py_ssize_t n) except -1:
+        # one block: offsets, row pointers (both 8 bytes), then lengths
+        self._offs = <unsigned long long *>malloc(n * (2 * sizeof(unsigned long long)
+                                                       + sizeof(unsigned int)))
+        if self._offs == NULL:
+            raise MemoryError()
+        self._rowp = <const parsed_t **>(self._offs + n)
+        self._lens = <unsigned int *>(self._offs + 2 * n)
+        self._n = n
+        return 0
+
+    cdef void _summarise(self, Py_ssize_t n) noexcept:
+        """Keep pieces 0..n-1 (n >= 1) and work out what the chunk reports
+        from their rows: the fields of its last piece are its own."""
+        cdef Py_ssize_t j
+        cdef int fl = 0
+        cdef const parsed_t *r
+        self._n = n
+        self._total = 0
+        self.half = 0
+        self.deferred = 0
+        self.reread = 0
+        for j in range(n):
+            r = self._rowp[j]
+            self._total += self._lens[j]
+            fl |= r.tcp_flags
+            if j < n // 2:
+                self.half += self._lens[j]
+            if r.flags & PF_L4_CSUM_DEFERRED:
+                self.deferred += 1
+            elif r.flags & PF_L4_CSUM_OK:
+                self.reread += self._lens[j]
+        self.flags = fl
+        self.ts_ecr = self._rowp[n - 1].tcp_tsecr
+        self.segments = n
+        self._flat = None
+
+    def stage_into(self, bytearray buf not None):
+        """Copy the payload onto the end of ``buf``, verifying in the same pass
+        the checksum of each segment the demux left unverified; stop at the
+        first bad one.  Returns how many segments were good: the chunk now
+        holds only those (``len``, ``segments``, ``flags``, ``ts_ecr``,
+        ``half`` as if it had merged just them) and their payload is what was
+        added to ``buf``; 0: nothing was added and the chunk is unchanged.
+        The bytes stay *staged*: :meth:`append_to` onto ``buf`` right after
+        them takes them as they are (``committed``), :meth:`unstage` takes
+        them back off."""
+        if self._staged is not None:
+            raise ValueError("chunk already staged")
+        cdef Py_ssize_t at = PyByteArray_GET_SIZE(buf)
+        cdef Py_ssize_t good, j, kept = 0
+        PyByteArray_Resize(buf, at + self._total)
+        # With the GIL held: 64 KiB take a few microseconds, less than
+        # taking the GIL back would when another thread got it meanwhile.
+        good = gro_stage(<unsigned char *>PyByteArray_AS_STRING(buf) + at, self._base, self._offs,
+                         self._lens, self._rowp, self._n)
+        for j in range(good):
+            kept += self._lens[j]
+        if good < self._n:
+            PyByteArray_Resize(buf, at + kept)
+            if good == 0:
+                return 0
+            self._summarise(good)
+        self._staged = buf
+        self._at = at
+        self.committed = False
+        return good
+
+    def verify(self):
+        """Verify the checksum of each segment the demux left unverified, up to
+        the first bad one (nothing is copied).  Returns how many segments were
+        good: the chunk now holds only those (0: the chunk is unchanged)."""
+        cdef Py_ssize_t good = gro_stage(NULL, self._base, self._offs, self._lens, self._rowp,
+                                         self._n)
+        if 0 < good < self._n:
+            self._summarise(good)
+        return good
+
+    def unstage(self):
+        """Take the bytes :meth:`stage_into` added back off its buffer, unless
+        :meth:`append_to` committed them (or the buffer lost them since)."""
+        cdef bytearray buf = self._staged
+        if buf is None:
+            return
+        self._staged = None
+        if not self.committed and PyByteArray_GET_SIZE(buf) >= self._at + self._total:
+            del buf[self._at:self._at + self._total]
+
     def append_to(self, bytearray buf not None):
-        """Copy the payload onto the end of ``buf``."""
+        """Append the payload to ``buf``: the staged bytes when they are its last
+        ones (nothing copied; ``committed`` becomes True), else a copy."""
         cdef Py_ssize_t at = PyByteArray_GET_SIZE(buf)
         cdef Py_ssize_t i
         cdef char *dst
+        if buf is self._staged and not self.committed and at == self._at + self._total:
+            self.committed = True
+            return
         PyByteArray_Resize(buf, at + self._total)
         dst = PyByteArray_AS_STRING(buf) + at
         for i in range(self._n):
@@ -158,10 +310,26 @@ cdef class Chunk:
         return f"<Chunk {self.segments} segments, {self._total} bytes>"
 
 
-def coalesce(rows, handles, pool_data, Py_ssize_t max_bytes=_MAX_BYTES):
-    """Coalesce the segments ``handles`` (uint64, in PCQ order) whose parser
-    rows are ``rows`` (PARSED_DTYPE, one per handle), in buffers of
-    ``pool_data`` (the pool's 2-D uint8 array).
+cdef inline Chunk _new_chunk(object d, object rows_owner, Py_ssize_t n):
+    cdef Chunk ch = Chunk.__new__(Chunk)
+    ch._owner = d
+    ch._rows_owner = rows_owner
+    ch._base = <const unsigned char *>cnp.PyArray_DATA(d)
+    ch._alloc(n)
+    return ch
+
+
+cdef int _check_pool(cnp.ndarray d) except -1:
+    if d.ndim != 2 or d.dtype != _np.uint8 or not d.flags.c_contiguous:
+        raise ValueError("pool_data must be a C-contiguous 2-D uint8 array")
+    return 0
+
+
+def coalesce(rows, handles, pool_data, Py_ssize_t max_bytes=_MAX_BYTES, bint by_handle=False):
+    """Coalesce the segments ``handles`` (uint64, in PCQ order) in buffers of
+    ``pool_data`` (the pool's 2-D uint8 array).  Their parser rows are
+    ``rows`` (PARSED_DTYPE), one per handle, or with ``by_handle`` the
+    demux's whole table, row ``h`` for handle ``h`` (nothing gathered).
 
     Returns ``(heads, chunks)``: for each chunk the index of its first
     segment, and a :class:`Chunk` where it merged two or more segments, else
@@ -170,21 +338,26 @@ def coalesce(rows, handles, pool_data, Py_ssize_t max_bytes=_MAX_BYTES):
     """
     if not 1 <= max_bytes <= 65535:
         raise ValueError(f"max_bytes must be in 1..65535, not {max_bytes}")
-    cdef cnp.ndarray r = _np.ascontiguousarray(rows)
+    cdef cnp.ndarray r = rows if by_handle else _np.ascontiguousarray(rows)
     cdef cnp.ndarray h = _np.ascontiguousarray(handles, dtype=_np.uint64)
     cdef cnp.ndarray d = pool_data
-    if r.dtype != PARSED_DTYPE or r.ndim != 1:
-        raise ValueError("rows must be a 1-D array of PARSED_DTYPE")
-    if h.ndim != 1 or h.shape[0] != r.shape[0]:
+    if r.dtype != PARSED_DTYPE or r.ndim != 1 or not r.flags.c_contiguous:
+        raise ValueError("rows must be a C-contiguous 1-D array of PARSED_DTYPE")
+    if h.ndim != 1 or (not by_handle and h.shape[0] != r.shape[0]):
         raise ValueError("handles must be 1-D, one per row")
-    if d.ndim != 2 or d.dtype != _np.uint8 or not d.flags.c_contiguous:
-        raise ValueError("pool_data must be a C-contiguous 2-D uint8 array")
-    cdef Py_ssize_t n = r.shape[0], nc, c, k, j
+    _check_pool(d)
+    cdef Py_ssize_t n = h.shape[0], nc, c, k, j
     cdef Py_ssize_t nbuf = d.shape[0], size = d.shape[1]
+    cdef uint64_t nrows = <uint64_t>r.shape[0]
     cdef const parsed_t *rp = <const parsed_t *>cnp.PyArray_DATA(r)
     cdef const uint64_t *hp = <const uint64_t *>cnp.PyArray_DATA(h)
+    cdef const uint64_t *byh = hp if by_handle else NULL
+    cdef const parsed_t *row
     for k in range(n):
-        if hp[k] >= <uint64_t>nbuf or rp[k].payload_off + rp[k].payload_len > size:
+        if by_handle and hp[k] >= nrows:
+            raise ValueError(f"segment {k}: handle beyond the rows")
+        row = _row(rp, byh, k)
+        if hp[k] >= <uint64_t>nbuf or row.payload_off + row.payload_len > size:
             raise ValueError(f"segment {k}: handle or payload outside the pool")
     cdef uint32_t *first = <uint32_t *>malloc(3 * sizeof(uint32_t) * (n if n else 1))
     if first == NULL:
@@ -192,39 +365,52 @@ def coalesce(rows, handles, pool_data, Py_ssize_t max_bytes=_MAX_BYTES):
     cdef uint32_t *count = first + n
     cdef uint32_t *total = first + 2 * n
     cdef Chunk ch
-    cdef int fl
     heads = []
     chunks = []
     try:
-        with nogil:
-            nc = gro_coalesce(rp, n, <uint32_t>max_bytes, first, count, total)
+        # (a few ns a segment: releasing the GIL would cost more, as taking it
+        # back waits for whichever thread got it meanwhile)
+        nc = _coalesce(rp, byh, n, <uint32_t>max_bytes, first, count, total)
         for c in range(nc):
             k = first[c]
             heads.append(k)
             if count[c] == 1:
                 chunks.append(None)
                 continue
-            ch = Chunk.__new__(Chunk)
-            ch._owner = d
-            ch._base = <const unsigned char *>cnp.PyArray_DATA(d)
-            ch._n = count[c]
-            ch._total = total[c]
-            ch._offs = <unsigned long long *>malloc(count[c] * sizeof(unsigned long long))
-            ch._lens = <unsigned int *>malloc(count[c] * sizeof(unsigned int))
-            if ch._offs == NULL or ch._lens == NULL:
-                raise MemoryError()
-            fl = 0
-            ch.half = 0
+            ch = _new_chunk(d, r, count[c])
             for j in range(count[c]):
-                ch._offs[j] = hp[k + j] * <uint64_t>size + rp[k + j].payload_off
-                ch._lens[j] = rp[k + j].payload_len
-                fl |= rp[k + j].tcp_flags
-                if j < count[c] // 2:
-                    ch.half += ch._lens[j]
-            ch.flags = fl
-            ch.ts_ecr = rp[k + count[c] - 1].tcp_tsecr
-            ch.segments = count[c]
+                row = _row(rp, byh, k + j)
+                ch._rowp[j] = row
+                ch._offs[j] = hp[k + j] * <uint64_t>size + row.payload_off
+                ch._lens[j] = row.payload_len
+            ch._summarise(count[c])
             chunks.append(ch)
     finally:
         free(first)
     return heads, chunks
+
+
+def stage_segment(cnp.ndarray rows not None, uint64_t handle, cnp.ndarray pool_data not None,
+                  bytearray buf not None):
+    """The payload of the segment in buffer ``handle`` of ``pool_data``, parsed
+    as row ``handle`` of ``rows`` (the demux's table), copied onto the end of
+    ``buf`` and its checksum verified in the same pass when the demux left it
+    (:meth:`Chunk.stage_into`): a one-segment staged :class:`Chunk`, or None
+    when the checksum is bad (``buf`` is then unchanged)."""
+    if rows.dtype != PARSED_DTYPE or rows.ndim != 1 or not rows.flags.c_contiguous:
+        raise ValueError("rows must be a C-contiguous 1-D array of PARSED_DTYPE")
+    _check_pool(pool_data)
+    if handle >= <uint64_t>rows.shape[0] or handle >= <uint64_t>pool_data.shape[0]:
+        raise IndexError(f"handle {handle} beyond the rows or the pool")
+    cdef const parsed_t *row = (<const parsed_t *>cnp.PyArray_DATA(rows)) + handle
+    cdef Py_ssize_t size = pool_data.shape[1]
+    if row.payload_off + row.payload_len > size or row.proto != _IPPROTO_TCP \
+            or not (row.flags & PF_L4) or (row.flags & PF_FRAGMENT) \
+            or row.payload_off < row.l4_off + 20:
+        raise ValueError(f"row {handle} is not a whole TCP segment within its buffer")
+    cdef Chunk ch = _new_chunk(pool_data, rows, 1)
+    ch._rowp[0] = row
+    ch._offs[0] = handle * <uint64_t>size + row.payload_off
+    ch._lens[0] = row.payload_len
+    ch._summarise(1)
+    return ch if ch.stage_into(buf) else None

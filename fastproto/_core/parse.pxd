@@ -77,11 +77,13 @@ cdef extern from "parse.h" nogil:
         PF_TCP_OPT_IGNORED
         PF_ICMP_ECHO
         PF_NDP
+        PF_L4_CSUM_DEFERRED
     int PARSE_NFLAGS
 
     # parse_frame options
     int PARSE_VERIFY_L4
     int PARSE_DEFER_UDP
+    int PARSE_DEFER_TCP
     int PARSE_IPV6_MAX_EXT
 
     # lengths array element type for parse_batch
@@ -141,7 +143,8 @@ cdef extern from "parse.h" nogil:
 
     # Parse len bytes at frame into *out (all of it written); returns the
     # status (also out.status).  flags: 0, PARSE_VERIFY_L4, or that | PARSE_DEFER_UDP
-    # (whole UDP datagrams' checksums left to the payload copy).
+    # (whole UDP datagrams' checksums left to the payload copy) | PARSE_DEFER_TCP
+    # (TCP segments with data but no SYN/RST: PF_L4_CSUM_DEFERRED on the row).
     int parse_frame(const uint8_t *frame, size_t len, parsed_t *out, int flags)
 
     # n frames of a buffer pool: frame i is row handles[i] (i if handles is

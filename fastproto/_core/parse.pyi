@@ -74,6 +74,7 @@ class Flag(IntFlag):
     TCP_OPT_IGNORED = 1 << 23
     ICMP_ECHO = 1 << 24
     NDP = 1 << 25
+    L4_CSUM_DEFERRED = 1 << 26
 
 def parse(
     frames: npt.NDArray[np.uint8],

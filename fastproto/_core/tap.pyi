@@ -64,7 +64,8 @@ class TapPort:
     def tx_gso(self, frame: _Frame, mss: int = 0) -> bool:
         """Write one TCP super-frame for the kernel to segment (mss 0: the MTU's) and checksum."""
     def tx_frames(self, frames: Iterable[_Frame]) -> int:
-        """Write each bytes-like frame; how many the kernel took (rejections counted)."""
+        """Write each bytes-like frame (or each frame of a FrameBatch, read in
+        place); how many the kernel took (rejections counted)."""
     def rx_frames(self, max_frames: int) -> list[bytes]:
         """Up to ``max_frames`` queued frames, each copied into new bytes."""
     def drop_queued(self, max_frames: int = 65536) -> int:

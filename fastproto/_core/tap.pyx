@@ -23,6 +23,7 @@ from libc.string cimport memcpy
 from posix.unistd cimport close as _close
 
 from fastproto._core.buffers cimport BufferPool
+from fastproto._core.frames cimport FrameBatch
 
 cdef extern from "net/if.h":
     int IFNAMSIZ
@@ -133,12 +134,14 @@ def is_up(name):
 
 
 cdef class _Frames:
-    """Frames (bytes-like, C-contiguous) held as buffers for C: ``ptrs[i]``
-    and ``lens[i]`` are valid while the object lives; released with it."""
+    """Frames (bytes-like, C-contiguous, or a FrameBatch) held as buffers for
+    C: ``ptrs[i]`` and ``lens[i]`` are valid while the object lives; released
+    with it."""
     cdef Py_buffer *views
     cdef const uint8_t **ptrs
     cdef size_t *lens
     cdef Py_ssize_t n, held
+    cdef FrameBatch batch      # a batch's frames are pointed at, not copied
 
     def __cinit__(self, seq):
         self.n = len(seq)
@@ -150,6 +153,17 @@ cdef class _Frames:
         if self.views == NULL or self.ptrs == NULL or self.lens == NULL:
             raise MemoryError()
         cdef Py_ssize_t i
+        cdef FrameBatch b
+        if type(seq) is FrameBatch:
+            # Sealed, it keeps its memory where it is while referenced here.
+            b = <FrameBatch>seq
+            b._check_idle()
+            b.frozen = True
+            self.batch = b
+            for i in range(self.n):
+                self.ptrs[i] = b.buf + b.offs[i]
+                self.lens[i] = b.lens[i]
+            return
         for i in range(self.n):
             PyObject_GetBuffer(seq[i], &self.views[i], PyBUF_SIMPLE)
             self.held += 1
@@ -349,12 +363,15 @@ cdef class TapPort:
         return tap_gso_pending(&self.t)
 
     def tx_frames(self, frames):
-        """Write each bytes-like frame (C-contiguous); returns how many the kernel took.
+        """Write each bytes-like frame (C-contiguous) of a sequence, or each
+        frame of a FrameBatch (sealed by this, and read in place); returns
+        how many the kernel took.
 
         Rejected frames are counted as in ``tx_handles`` and do not raise.
         """
         self._open()
-        cdef _Frames f = _Frames(frames if isinstance(frames, (list, tuple)) else list(frames))
+        cdef _Frames f = _Frames(frames if isinstance(frames, (list, tuple, FrameBatch))
+                                 else list(frames))
         cdef size_t sent = 0
         if f.n == 0:
             return 0

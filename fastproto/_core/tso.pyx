@@ -11,6 +11,11 @@ copied and summed in the same pass.  As a NIC's TSO does, PSH and FIN go only
 on the last frame (RFC 9293 3.9.1: PSH marks the end of the data the
 application pushed; the FIN's sequence number follows the last byte).
 
+The frames go to a list (one ``bytes`` each) or, with no object per frame,
+into a :class:`fastproto._core.frames.FrameBatch`, written in place (without
+the GIL for sends of 16 KiB or more); :func:`tcp_frames_many` cuts a whole
+batch of sends in one call.
+
 IPv4 packets have DF set, identification 0 (atomic datagrams, RFC 6864 4.1)
 and TTL 64; IPv6 packets hop limit 64.  Frames with a link header shorter
 than 60 bytes are zero-padded to the Ethernet minimum (IEEE 802.3, without
@@ -23,6 +28,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy, memset
 
 from fastproto._core.checksum cimport csum_finish, csum_fold, csum_partial, csum_partial_copy
+from fastproto._core.frames cimport FrameBatch, fb_push, fb_reserve, fb_tail
 
 cdef enum:
     _IPPROTO_TCP = 6
@@ -31,6 +37,9 @@ cdef enum:
     #: the most frames one call may make (a 64 KiB send at an MSS of 536
     #: makes 123; this bounds the work of a bad mss)
     _MAX_FRAMES = 65536
+    #: sends at least this long are cut into a FrameBatch without the GIL:
+    #: other threads' Python work goes on meanwhile
+    _NOGIL_BYTES = 16384
 
 
 cdef inline void _put16(uint8_t *p, uint32_t v) noexcept nogil:
@@ -155,8 +164,12 @@ cdef size_t tso_frame(uint8_t *out, const tso_tmpl_t *t, uint32_t seq, uint16_t 
 
 def tcp_frames(bytes l2, bytes src, bytes dst, int sport, int dport, long long seq,
                long long ack, int flags, int window, options, payload, Py_ssize_t mss,
-               list out):
-    """Append to ``out`` the frames (bytes) of one large send; returns how many.
+               out):
+    """Append to ``out`` the frames of one large send; returns how many.
+
+    ``out``: a list (each frame appended as a bytes object) or an unsealed
+    :class:`fastproto._core.frames.FrameBatch` (the frames written straight
+    into its buffer: no object per frame).
 
     ``l2``: the 14-byte Ethernet header to put first, or b"" for bare IP
     packets; ``src``/``dst``: 4-byte (IPv4) or 16-byte (IPv6) addresses;
@@ -166,6 +179,42 @@ def tcp_frames(bytes l2, bytes src, bytes dst, int sport, int dport, long long s
     ``payload``: bytes-like (may be empty: one frame without data);
     ``mss``: payload bytes per frame (>= 1).  ValueError on a bad argument.
     """
+    return _tcp_frames(l2, src, dst, sport, dport, seq, ack, flags, window, options, payload,
+                       mss, out)
+
+
+def tcp_frames_many(bytes l2, bytes src, bytes dst, int sport, int dport, items,
+                    Py_ssize_t room, Py_ssize_t mss, out):
+    """Append to ``out`` the frames of every send of ``items``, in order; returns how many.
+
+    ``items``: a sequence of ``(seq, ack, flags, window, options, payload)``,
+    each cut as :func:`tcp_frames` cuts one send, at ``min(mss, room -
+    len(options))`` payload bytes per frame (``room``: what the MTU leaves
+    after the IP and TCP headers without options).  Into a FrameBatch, room
+    for all of them is made at once.
+    """
+    cdef Py_ssize_t total = 0, nitems = len(items), cut, nbytes = 0, nframes
+    cdef Py_ssize_t i
+    if type(out) is FrameBatch and nitems > 1 and mss >= 1:
+        for i in range(nitems):
+            nbytes += len(items[i][5])
+        nframes = nbytes // mss + nitems
+        (<FrameBatch>out)._check_open()
+        # (at most 128 bytes of headers a frame: 14 + 40 + 20 + 40, padded)
+        if fb_reserve(<FrameBatch>out, <size_t>(nbytes + 128 * nframes), nframes) != 0:
+            raise MemoryError()
+    for item in items:
+        seq, ack, flags, window, options, payload = item
+        cut = room - len(options)
+        total += _tcp_frames(l2, src, dst, sport, dport, seq, ack, flags, window, options,
+                             payload, mss if mss < cut else cut, out)
+    return total
+
+
+cdef Py_ssize_t _tcp_frames(bytes l2, bytes src, bytes dst, int sport, int dport, long long seq,
+                            long long ack, int flags, int window, options, payload,
+                            Py_ssize_t mss, out) except -1:
+    """tcp_frames; the frames made."""
     cdef tso_tmpl_t t
     cdef Py_buffer ob, pb
     cdef Py_ssize_t plen, off, n, nframes, i
@@ -174,6 +223,7 @@ def tcp_frames(bytes l2, bytes src, bytes dst, int sport, int dport, long long s
     cdef size_t flen
     cdef const uint8_t *p
     cdef bytes frame
+    cdef FrameBatch batch
     if mss < 1:
         raise ValueError(f"mss must be >= 1, not {mss}")
     if not (0 <= sport <= 0xFFFF and 0 <= dport <= 0xFFFF and 0 <= window <= 0xFFFF
@@ -203,6 +253,29 @@ def tcp_frames(bytes l2, bytes src, bytes dst, int sport, int dport, long long s
             raise ValueError("a frame's segment would not fit an IP packet: lower mss")
         p = <const uint8_t *>pb.buf
         seq_u = <uint32_t>(seq & 0xFFFFFFFF)
+        if type(out) is FrameBatch:
+            batch = <FrameBatch>out
+            if nframes > 1:
+                flen = (<size_t>(nframes - 1) * tso_frame_len(&t, <size_t>mss)
+                        + tso_frame_len(&t, <size_t>(plen - (nframes - 1) * mss)))
+            else:
+                flen = tso_frame_len(&t, <size_t>plen)
+            batch._check_open()
+            if fb_reserve(batch, flen, nframes) != 0:
+                raise MemoryError()
+            if plen >= _NOGIL_BYTES:
+                # Busy: no other thread may grow, seal or read it meanwhile.
+                batch.busy = True
+                with nogil:
+                    _tso_into(batch, &t, seq_u, <uint16_t>flags, p, <size_t>plen, <size_t>mss,
+                              nframes)
+                batch.busy = False
+            else:
+                _tso_into(batch, &t, seq_u, <uint16_t>flags, p, <size_t>plen, <size_t>mss,
+                          nframes)
+            return nframes
+        if type(out) is not list:
+            raise TypeError(f"out must be a list or a FrameBatch, not {type(out).__name__}")
         off = 0
         for i in range(nframes):
             n = plen - off
@@ -221,3 +294,20 @@ def tcp_frames(bytes l2, bytes src, bytes dst, int sport, int dport, long long s
         return nframes
     finally:
         PyBuffer_Release(&pb)
+
+
+cdef void _tso_into(FrameBatch batch, const tso_tmpl_t *t, uint32_t seq, uint16_t flags,
+                    const uint8_t *p, size_t plen, size_t mss, Py_ssize_t nframes) noexcept nogil:
+    """The frames of ``plen`` bytes at ``p`` into ``batch`` (room reserved)."""
+    cdef size_t off = 0, n
+    cdef Py_ssize_t i
+    cdef uint16_t f, last_only = 0x08 | 0x01     # PSH, FIN
+    for i in range(nframes):
+        n = plen - off
+        if n > mss:
+            n = mss
+        f = flags
+        if i != nframes - 1:
+            f &= ~last_only
+        fb_push(batch, tso_frame(fb_tail(batch), t, <uint32_t>(seq + <uint32_t>off), f, p + off, n))
+        off += n

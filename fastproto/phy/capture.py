@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Union
 
 import numpy as np
 import numpy.typing as npt
 
 from fastproto import BufferPool
-from fastproto.phy.device import DEFAULT_MTU, Device, DeviceWrapper, Frame, RingDevice
+from fastproto._core.frames import FrameBatch
+from fastproto.phy.device import DEFAULT_MTU, Device, DeviceWrapper, Frames, RingDevice
 from fastproto.phy.pcap import PcapReader, PcapWriter
 
 
@@ -45,9 +46,10 @@ class PcapCapture(DeviceWrapper):
     def __repr__(self) -> str:
         return f"<PcapCapture {self.path} on {self.inner!r}>"
 
-    def transmit(self, frames: Sequence[Frame]) -> int:
+    def transmit(self, frames: Frames) -> int:
         with self.serializer:
             if self._writer is not None and len(frames):
+                # (a FrameBatch iterates as its frames, copied: capture is not the fast path)
                 self._writer.write_many(frames, self.clock())  # type: ignore[arg-type]  # bytearray too
                 self._c["capture_tx"] += len(frames)
             return self.inner.transmit(frames)
@@ -126,7 +128,7 @@ class PcapReplay(RingDevice):
         """Frames of the file not yet delivered to the rx ring."""
         return len(self._frames) - self._next
 
-    def _tx(self, frames: list[bytes]) -> None:
+    def _tx(self, frames: Union[list[bytes], FrameBatch]) -> None:
         self._c["tx_discarded"] += len(frames)
 
     def _refill(self) -> None:
@@ -143,7 +145,7 @@ class PcapReplay(RingDevice):
                 j += 1
         else:
             with self._ring_cv:
-                room = self.rx_ring_size - len(self._ring)
+                room = self.rx_ring_size - self._queued
             j = min(len(self._frames), i + room)
         if j > i:
             self._arrive(self._frames[i:j])

@@ -1,9 +1,10 @@
 """The interface (phy) contract: what the stack asks of a network device.
 
 A device moves Ethernet frames in batches.  ``transmit`` hands frames to the
-wire; received frames wait in a bounded rx ring (the "hardware FIFO") until
-the stack pulls them with ``receive`` or, zero-copy into its buffer pool,
-``receive_into``.  ``wait`` is the interrupt: the stack's puller thread sleeps
+wire: a sequence of frames, or a :class:`FrameBatch` (many frames in one
+buffer, no object per frame: what TCP segmentation fills); received frames
+wait in a bounded rx ring (the "hardware FIFO") until the stack pulls them
+with ``receive`` or, copied into its buffer pool, ``receive_into``.  ``wait`` is the interrupt: the stack's puller thread sleeps
 there until frames are ready.
 
 Every driver entry point (``up``, ``down``, ``transmit``, ``receive``,
@@ -22,8 +23,11 @@ import numpy as np
 import numpy.typing as npt
 
 from fastproto import BufferPool, Serializer
+from fastproto._core.frames import FrameBatch, checked_frames, store_frames
 
 Frame = Union[bytes, bytearray, memoryview]
+#: what ``transmit`` takes: frames one by one, or a batch of them in one buffer
+Frames = Union[Sequence[Frame], FrameBatch]
 
 ETHER_HDR_LEN = 14
 """Destination, source, EtherType (IEEE 802.3 clause 3.1.1)."""
@@ -73,9 +77,16 @@ class Device(abc.ABC):
         """Take the interface down: frames sent or arriving meanwhile are dropped and counted."""
 
     @abc.abstractmethod
-    def transmit(self, frames: Sequence[Frame]) -> int:
+    def transmit(self, frames: Frames) -> int:
         """Hand ``frames`` to the wire; the number accepted.  The rest are
-        dropped, each under a named counter."""
+        dropped, each under a named counter.
+
+        ``frames`` is a sequence of bytes-like frames, which the caller may
+        reuse at once, or a :class:`FrameBatch`, which the device seals and
+        may keep (the wire carries the batch itself, as a NIC reads a
+        descriptor ring).  A device or wrapper that cannot use a batch as
+        one treats it as the sequence of its frames (it is one: ``len``,
+        indexing and iteration give the frames as bytes)."""
 
     @abc.abstractmethod
     def receive(self, max_frames: int) -> list[bytes]:
@@ -185,6 +196,11 @@ class RingDevice(Device):
     which any thread may call (the wire does not take the driver's lock, only
     the ring's).  Devices start up.
 
+    A ring entry is one frame (``bytes``) or a sealed :class:`FrameBatch`
+    carried whole; the ring's bound counts frames either way, a batch
+    arriving at a ring with room for only some of its frames is cut there,
+    and a take may end inside a batch (the rest stays first on the ring).
+
     Counters: ``tx_frames``/``tx_bytes`` handed to the wire,
     ``tx_dropped_down``, ``tx_oversize`` (longer than ``max_frame_len``);
     ``rx_frames``/``rx_bytes`` handed to the stack, ``rx_ring_full`` (arrived
@@ -209,12 +225,19 @@ class RingDevice(Device):
         # The ring has its own lock (the condition's): the wire fills it from
         # the sender's thread, which must not need this driver's serializer
         # (two ends transmitting to each other would deadlock).
-        self._ring: deque[bytes] = deque()
+        self._ring: deque[Union[bytes, FrameBatch]] = deque()
+        #: frames on the ring (a batch entry holds many); under ``_ring_lock``
+        self._queued = 0
         self._ring_lock = threading.Lock()
         #: the ring lock's condition (``wait`` sleeps on it); plain locking
         #: takes ``_ring_lock`` itself, cheaper than the condition's wrapper
         self._ring_cv = threading.Condition(self._ring_lock)
         self._wakeups = 0
+        #: threads asleep in ``wait`` (under the ring lock): an arrival with
+        #: none skips the condition's notify
+        self._sleepers = 0
+        #: a subclass feeds the ring lazily (``_refill`` is not the no-op)
+        self._lazy = type(self)._refill is not RingDevice._refill
         #: where the rx interrupt goes instead of ``wait`` (see ``rx_notify``)
         self._rx_notify: Optional[Callable[[], None]] = None
         self._c = _counters("tx_frames", "tx_bytes", "tx_dropped_down", "tx_oversize",
@@ -227,9 +250,11 @@ class RingDevice(Device):
     # -- hooks ---------------------------------------------------------------
 
     @abc.abstractmethod
-    def _tx(self, frames: list[bytes]) -> None:
-        """Put frames (already checked: up, not oversize) on the wire.  Runs
-        inside the serializer."""
+    def _tx(self, frames: Union[list[bytes], FrameBatch]) -> None:
+        """Put frames (already checked: up, not oversize, at least one) on
+        the wire: a list of bytes, which may be the caller's own list (keep
+        the frames, not the list), or a sealed batch.  Runs inside the
+        serializer."""
 
     def _refill(self) -> None:
         """Move frames from the device's source into the ring (nothing by default).
@@ -241,39 +266,69 @@ class RingDevice(Device):
 
     # -- the wire side -------------------------------------------------------
 
-    def _arrive(self, frames: list[bytes]) -> int:
-        """Frames reaching the ring from the wire; the number queued.  Drops
-        (down, ring full) are counted here, where a NIC drops them."""
+    def _arrive(self, frames: Union[list[bytes], FrameBatch]) -> int:
+        """Frames (a list of bytes or a sealed batch) reaching the ring from
+        the wire; the number queued.  Drops (down, ring full) are counted
+        here, where a NIC drops them."""
         with self._ring_lock:
             if not self._up:
                 self._c["rx_dropped_down"] += len(frames)
                 return 0
             ring = self._ring
-            room = self.rx_ring_size - len(ring)
+            room = self.rx_ring_size - self._queued
             n = len(frames)
             if n > room:
                 self._c["rx_ring_full"] += n - room
                 frames = frames[:room]
                 n = room
             if n:
-                ring.extend(frames)
-                hook = self._rx_notify
-                if hook is None:
-                    self._ring_cv.notify_all()
+                if type(frames) is FrameBatch:
+                    ring.append(frames)
                 else:
+                    ring.extend(frames)
+                self._queued += n
+                hook = self._rx_notify
+                if hook is not None:
                     hook()
+                elif self._sleepers:
+                    # A sleeper counted itself under this lock before its
+                    # last look at the ring: it is woken.  One that counts
+                    # itself later sees these frames in its first look.
+                    self._ring_cv.notify_all()
             return n
 
-    def _take(self, n: int) -> list[bytes]:
-        """Up to ``n`` frames off the ring, oldest first."""
+    def _take(self, n: int) -> tuple[list[Union[bytes, FrameBatch]], int]:
+        """Up to ``n`` (>= 1) frames off the ring, oldest first: the ring
+        entries (a batch taken in part is cut) and how many frames they hold."""
         with self._ring_lock:
             ring = self._ring
-            if n >= len(ring):
+            queued = self._queued
+            if n >= queued:
                 out = list(ring)
                 ring.clear()
-                return out
+                self._queued = 0
+                return out, queued
+            out = []
+            put = out.append
             pop = ring.popleft
-            return [pop() for _ in range(n)]
+            need = n
+            while need:
+                e = ring[0]
+                if type(e) is bytes:
+                    put(pop())
+                    need -= 1
+                    continue
+                k = len(e)
+                if k <= need:
+                    put(pop())
+                    need -= k
+                else:
+                    # Both parts share the batch's memory (sealed: it never changes).
+                    put(e[:need])
+                    ring[0] = e[need:]
+                    need = 0
+            self._queued = queued - n
+            return out, n
 
     # -- entry points --------------------------------------------------------
 
@@ -291,18 +346,30 @@ class RingDevice(Device):
             with self._ring_cv:
                 self._up = False
                 # A NIC going down resets its rings: what was waiting is lost.
-                self._c["rx_dropped_down"] += len(self._ring)
+                self._c["rx_dropped_down"] += self._queued
                 self._ring.clear()
+                self._queued = 0
                 self._ring_cv.notify_all()
 
-    def transmit(self, frames: Sequence[Frame]) -> int:
+    def transmit(self, frames: Frames) -> int:
         with self.serializer:
             c = self._c
             if not self._up:
                 c["tx_dropped_down"] += len(frames)
                 return 0
             limit = self._max_frame
-            if len(frames) == 1 and type(frames[0]) is bytes:
+            if type(frames) is FrameBatch:
+                if frames.max_len <= limit:
+                    # The batch itself goes on the wire: sealed, it never changes.
+                    n = len(frames)
+                    if n:
+                        frames.seal()
+                        self._tx(frames)
+                        c["tx_frames"] += n
+                        c["tx_bytes"] += frames.nbytes
+                    return n
+                frames = frames.frames()
+            elif len(frames) == 1 and type(frames[0]) is bytes:
                 # One frame (a datagram sent): the checks below without the lists.
                 frame = frames[0]
                 if len(frame) > limit:
@@ -312,15 +379,10 @@ class RingDevice(Device):
                 c["tx_frames"] += 1
                 c["tx_bytes"] += len(frame)
                 return 1
-            # The wire carries copies: the caller may reuse its buffers at once.
-            out = [f if type(f) is bytes else bytes(f) for f in frames]
-            lengths = list(map(len, out))
-            if lengths and max(lengths) > limit:
-                kept = [f for f in out if len(f) <= limit]
-                c["tx_oversize"] += len(out) - len(kept)
-                out = kept
-                lengths = list(map(len, out))
-            nbytes = sum(lengths)
+            # The wire carries copies (bytes): the caller may reuse its buffers at once.
+            out, nbytes, oversize = checked_frames(frames, limit)
+            if oversize:
+                c["tx_oversize"] += oversize
             if out:
                 self._tx(out)
             c["tx_frames"] += len(out)
@@ -329,9 +391,18 @@ class RingDevice(Device):
 
     def receive(self, max_frames: int) -> list[bytes]:
         with self.serializer:
-            self._refill()
-            out = self._take(max_frames) if max_frames > 0 else []
-            self._c["rx_frames"] += len(out)
+            if self._lazy:
+                self._refill()
+            if max_frames <= 0:
+                return []
+            entries, n = self._take(max_frames)
+            out: list[bytes] = []
+            for e in entries:
+                if isinstance(e, bytes):
+                    out.append(e)
+                else:
+                    out.extend(e.frames())
+            self._c["rx_frames"] += n
             self._c["rx_bytes"] += sum(map(len, out))
             return out
 
@@ -339,11 +410,12 @@ class RingDevice(Device):
                      lengths_out: npt.NDArray[np.uint32]) -> int:
         n = min(len(handles_out), len(lengths_out))
         with self.serializer:
-            self._refill()
+            if self._lazy:
+                self._refill()
             if n <= 0:
                 return 0
-            frames = self._take(n)
-            return _copy_into_pool(frames, pool, handles_out, lengths_out, self._c)
+            entries, k = self._take(n)
+            return _copy_into_pool(entries, pool, handles_out, lengths_out, self._c, k)
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         # Not an entry point: the puller sleeps here without the serializer,
@@ -360,8 +432,7 @@ class RingDevice(Device):
             with cv:
                 seen = self._wakeups
                 if not self._ring:
-                    cv.wait_for(lambda: bool(self._ring) or self._wakeups != seen or not self._up,
-                                pending)
+                    self._sleep(seen, pending)
                 if self._ring or self._wakeups != seen or not self._up:
                     return bool(self._ring)
             rest = None if timeout is None else max(0.0, timeout - pending)
@@ -369,9 +440,18 @@ class RingDevice(Device):
         with cv:
             seen = self._wakeups
             if not self._ring and self._up:
-                cv.wait_for(lambda: bool(self._ring) or self._wakeups != seen or not self._up,
-                            timeout)
+                self._sleep(seen, timeout)
             return bool(self._ring)
+
+    def _sleep(self, seen: int, timeout: Optional[float]) -> None:
+        """Sleep on the ring's condition (its lock held) until frames arrive,
+        a ``wakeup`` after ``seen``, the device goes down or ``timeout``."""
+        self._sleepers += 1
+        try:
+            self._ring_cv.wait_for(
+                lambda: bool(self._ring) or self._wakeups != seen or not self._up, timeout)
+        finally:
+            self._sleepers -= 1
 
     def wakeup(self) -> None:
         with self._ring_cv:
@@ -400,21 +480,24 @@ class RingDevice(Device):
     def stats(self) -> dict[str, int]:
         with self._ring_cv:
             out = dict(self._c)
-            out["rx_ring_queued"] = len(self._ring)
+            out["rx_ring_queued"] = self._queued
         return out
 
 
-def _copy_into_pool(frames: list[bytes], pool: BufferPool, handles_out: npt.NDArray[np.uint64],
-                    lengths_out: npt.NDArray[np.uint32], c: dict[str, int]) -> int:
-    """Copy ``frames`` into buffers of ``pool`` (one compiled call); fill the
-    outputs and count.  Frames longer than a buffer are dropped
-    (``rx_oversize``), frames beyond the pool's free buffers too
-    (``rx_no_buffer``)."""
+def _copy_into_pool(frames: Sequence[Union[bytes, FrameBatch]], pool: BufferPool,
+                    handles_out: npt.NDArray[np.uint64], lengths_out: npt.NDArray[np.uint32],
+                    c: dict[str, int], nframes: Optional[int] = None) -> int:
+    """Copy ``frames`` (bytes, or batches of ``nframes`` frames in all) into
+    buffers of ``pool`` (one compiled call); fill the outputs and count.
+    Frames longer than a buffer are dropped (``rx_oversize``), frames beyond
+    the pool's free buffers too (``rx_no_buffer``)."""
     if not frames:
         return 0
-    got, oversize, nbytes = pool.store(frames, handles_out, lengths_out)
-    if got + oversize < len(frames):
-        c["rx_no_buffer"] += len(frames) - got - oversize
+    if nframes is None:
+        nframes = len(frames)
+    got, oversize, nbytes = store_frames(pool, frames, handles_out, lengths_out)
+    if got + oversize < nframes:
+        c["rx_no_buffer"] += nframes - got - oversize
     if oversize:
         c["rx_oversize"] += oversize
     c["rx_frames"] += got

@@ -27,7 +27,8 @@ import numpy as np
 import numpy.typing as npt
 
 from fastproto import BufferPool
-from fastproto.phy.device import Device, DeviceWrapper, Frame, _copy_into_pool
+from fastproto._core.frames import FrameBatch
+from fastproto.phy.device import Device, DeviceWrapper, Frame, Frames, _copy_into_pool
 
 _LOSS, _CORRUPT, _DUPLICATE, _REORDER = range(4)
 
@@ -238,7 +239,7 @@ class FaultInjector(DeviceWrapper):
             self._rx_queue.clear()
             self.inner.down()
 
-    def transmit(self, frames: Sequence[Frame]) -> int:
+    def transmit(self, frames: Frames) -> int:
         with self.serializer:
             if not self.inner.is_up:
                 return self.inner.transmit(frames)  # counted there as dropped
@@ -246,6 +247,9 @@ class FaultInjector(DeviceWrapper):
             n = len(frames)
             if n == 0:
                 return 0
+            if type(frames) is FrameBatch:
+                # Impaired one by one: the frames as bytes (not the fast path).
+                frames = frames.frames()
             return n - self._send(self._tx.apply(frames, self.clock(), self._c))
 
     def receive(self, max_frames: int) -> list[bytes]:

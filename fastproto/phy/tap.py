@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fastproto._core.buffers import BufferPool
+from fastproto._core.frames import FrameBatch
 from fastproto._core.serializer import Serializer
 from fastproto._core.tap import ETH_HLEN, VLAN_HLEN, TapPort, get_mac, set_mac, set_mtu, set_up
 from fastproto.wire.ethernet import mac_bytes
@@ -126,8 +127,9 @@ class TapInterface:
             self._port.drop_queued()
         self._port.wakeup()
 
-    def transmit(self, frames: Sequence[Frame]) -> int:
-        """Send each Ethernet frame (no FCS); returns how many the kernel took.
+    def transmit(self, frames: Union[Sequence[Frame], FrameBatch]) -> int:
+        """Send each Ethernet frame (no FCS) of a sequence or a FrameBatch
+        (sealed, read in place: no copy); returns how many the kernel took.
 
         A rejected frame (shorter than 14 bytes, longer than mtu + 18, or
         refused by write(2)) is counted under its reason and in tx_errors;

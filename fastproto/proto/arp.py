@@ -78,6 +78,10 @@ class ArpCache:
         self.max_requests = max_requests
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
         self._pending: dict[bytes, _Pending] = {}
+        #: bumped whenever a resolved entry is added, changed or removed: a
+        #: sender that kept what ``lookup_entry`` said may use it while the
+        #: generation is the same and the entry's expiry time has not come
+        self.generation = 0
         self._stats = dict.fromkeys(_COUNTERS, 0)
 
     # -- queries -------------------------------------------------------------
@@ -90,10 +94,19 @@ class ArpCache:
             return None
         if self._clock() >= entry.expires:
             del self._entries[key]
+            self.generation += 1
             self._stats["arp_expired"] += 1
             return None
         self._entries.move_to_end(key)
         return entry.mac
+
+    def lookup_entry(self, ip: Address) -> tuple[bytes, float] | None:
+        """:meth:`lookup`, with the entry's expiry time (on the cache's clock):
+        ``(mac, expires)``, or None."""
+        mac = self.lookup(ip)
+        if mac is None:
+            return None
+        return mac, self._entries[ip_bytes(ip)].expires
 
     def pending(self, ip: Address) -> int:
         """Packets held for ``ip`` while it is being resolved."""
@@ -153,6 +166,7 @@ class ArpCache:
                 del self._pending[key]
         for key in [k for k, e in self._entries.items() if now >= e.expires]:
             del self._entries[key]
+            self.generation += 1
             self._stats["arp_expired"] += 1
         return out
 
@@ -212,6 +226,7 @@ class ArpCache:
         """Record ip -> mac, and release the packets held for ip framed for mac."""
         expires = self._clock() + self.timeout
         entry = self._entries.get(ip)
+        self.generation += 1
         if entry is not None:
             self._stats["arp_updated"] += 1
             entry.mac, entry.expires = mac, expires

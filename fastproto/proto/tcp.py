@@ -227,20 +227,22 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
         the mapped exception of another pending error (TimeoutError, ConnectionRefusedError).
         """
         st = self.state
-        err = self.error
-        if err is not None and err != errno.ECONNRESET:
-            raise ERROR_EXCEPTIONS.get(err, OSError)(err, errno.errorcode.get(err, "error"))
-        if self._wr_shut or st not in (ESTABLISHED, CLOSE_WAIT, SYN_SENT, SYN_RECEIVED):
-            raise BrokenPipeError(errno.EPIPE, "connection closed for sending")
-        if st != ESTABLISHED and st != CLOSE_WAIT:
-            return 0     # not yet synchronized: nothing may be sent (RFC 9293 3.10.2 queues; we refuse)
+        if st != ESTABLISHED or self.error is not None or self._wr_shut:
+            err = self.error
+            if err is not None and err != errno.ECONNRESET:
+                raise ERROR_EXCEPTIONS.get(err, OSError)(err, errno.errorcode.get(err, "error"))
+            if self._wr_shut or st not in (ESTABLISHED, CLOSE_WAIT, SYN_SENT, SYN_RECEIVED):
+                raise BrokenPipeError(errno.EPIPE, "connection closed for sending")
+            if st != ESTABLISHED and st != CLOSE_WAIT:
+                return 0     # not yet synchronized: nothing may be sent (RFC 9293 3.10.2 queues; we refuse)
         buf = self._sndbuf
         if buf is None:
             buf = self._sndbuf = bytearray()
         room = self.config.sndbuf - len(buf)
         if room <= 0:
             return 0
-        mv = memoryview(data).cast("B") if not isinstance(data, (bytes, bytearray)) else data
+        mv = data if data.__class__ is bytes or isinstance(data, (bytes, bytearray)) \
+            else memoryview(data).cast("B")
         n = len(mv)
         if n > room:
             mv = memoryview(mv)[:room]
@@ -313,11 +315,17 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
     def _window_grows(self) -> bool:
         """Raise RCV.WND to the free buffer space when that gains at least
         min(RCV.BUFF/2, Eff.snd.MSS) (receiver SWS avoidance, RFC 9293 3.8.6.2.2)."""
-        cfg = self.config
-        used = len(self._rcvbuf) if self._rcvbuf is not None else 0
-        free = min(cfg.rcvbuf - used, 0xFFFF << self._rcv_wscale)
+        # (min() spelt out: this runs after every read)
+        rcvbuf = self.config.rcvbuf
+        buf = self._rcvbuf
+        free = rcvbuf - len(buf) if buf is not None else rcvbuf
+        most = 0xFFFF << self._rcv_wscale
+        if free > most:
+            free = most
         old = self.rcv_wnd
-        if free - old >= min(cfg.rcvbuf // 2, self.rcv_mss):
+        gain = rcvbuf // 2
+        mss = self.rcv_mss
+        if free - old >= (gain if gain < mss else mss):
             self.rcv_wnd = free
             # The update rides on the next ACK unless the window at least doubled:
             # then it is worth a segment of its own (a zero or small window opened).
@@ -418,12 +426,17 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
         # unread), when RFC 9293 3.10.7.4 "fifth" would update SND.WND from it
         # (SND.WL1/SND.WL2 rule) and nothing else hangs on the window (no
         # persist timer, no SACK blocks).
-        wnd = window << self._snd_wscale
-        snd_max = self.snd_max
-        if not (self.state == ESTABLISHED and flags & NO_TEXT_FLAGS == ACK
-                and seq == self.rcv_nxt and self.snd_nxt == snd_max
-                and not self._in_recovery):
+        # (Attributes read once each, cheapest tests first: this runs for
+        # every segment.)
+        if seq != self.rcv_nxt or flags & NO_TEXT_FLAGS != ACK or self.state != ESTABLISHED:
             return False
+        snd_max = self.snd_max
+        if self.snd_nxt != snd_max or self._in_recovery:
+            return False
+        una = self.snd_una
+        acked = (ack - una) & MASK
+        in_flight = (snd_max - una) & MASK
+        wnd = window << self._snd_wscale
         if wnd != self.snd_wnd:
             # Only a segment that acknowledges new data, with a window that
             # RFC 9293 3.10.7.4 "fifth" takes as is: SND.WL1 < SEG.SEQ, or
@@ -431,9 +444,7 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
             # stop, no SACK blocks to record.
             if self._t_persist is not None or sack_blocks:
                 return False
-            una = self.snd_una
-            acked = (ack - una) & MASK
-            if not 0 < acked <= ((snd_max - una) & MASK):
+            if not 0 < acked <= in_flight:
                 return False
             wl1d = (seq - self.snd_wl1) & MASK
             if (wl1d >= HALF) if wl1d else (((ack - self.snd_wl2) & MASK) >= HALF):
@@ -441,13 +452,11 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
         if self._ts_ok and (ts is None or ((ts - self.ts_recent) & MASK) >= HALF):
             return False
         plen = len(payload)
-        una = self.snd_una
-        acked = (ack - una) & MASK
         if plen == 0:
-            if not (0 < acked <= ((snd_max - una) & MASK) and self._dupacks == 0):
+            if not (0 < acked <= in_flight and self._dupacks == 0):
                 return False
-        elif (self._ooo is not None or plen > self.rcv_wnd or self._rd_shut
-                or acked > ((snd_max - una) & MASK)):
+        elif (acked > in_flight or plen > self.rcv_wnd or self._ooo is not None
+                or self._rd_shut):
             return False
         # Predicted: from here the segment is processed, pure ACK or data.
         now = self.clock()
@@ -830,7 +839,16 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
         n = len(data)
         if not self._rd_shut:
             buf = self._rcvbuf
-            if buf is None:
+            if data.__class__ is memoryview and data.obj.__class__ is Chunk and n == len(data.obj):
+                data = data.obj      # a whole chunk the full path joined: its own append
+            if data.__class__ is Chunk:
+                # One gathering copy; none when the receive path already
+                # copied it onto the buffer while verifying its checksum
+                # (docs/tcp.md, "Checksum on copy"): those bytes are committed.
+                if buf is None:
+                    buf = self._rcvbuf = bytearray()
+                data.append_to(buf)
+            elif buf is None:
                 self._rcvbuf = bytearray(data)
             else:
                 buf += data

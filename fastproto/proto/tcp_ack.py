@@ -102,12 +102,12 @@ class TcpAck(TcpFields):
         elif self._rtt_seq is not None and ((ack - self._rtt_seq) & MASK) < HALF:
             self._rtt_update(now - self._rtt_time)
             self._rtt_seq = None
-        ndata = acked if acked <= blen else blen
-        if ndata and buf is not None:
+        if blen and acked:
+            # (buf is not None: blen counts its bytes)
             try:
-                del buf[:ndata]
+                del buf[:acked if acked <= blen else blen]   # type: ignore[union-attr]
             except BufferError:
-                self._sndbuf = buf[ndata:]
+                self._sndbuf = buf[acked if acked <= blen else blen:]  # type: ignore[index]
             if blen >= self.config.sndbuf:
                 self._events |= EV_WRITABLE     # a writer may be waiting for room
         mss = self.snd_mss
@@ -133,15 +133,18 @@ class TcpAck(TcpFields):
                     if sb is not None:
                         sb.rexmit_hi = (ack + self.snd_mss) & MASK
                 self.cwnd = max(self.cwnd - acked + (mss if acked >= mss else 0), mss)
-        elif self.cwnd < self.ssthresh:
-            # RFC 5681 3.1 eq. 2 with appropriate byte counting (RFC 3465 2.2,
-            # L = 2): an ACK for a coalesced run or a delayed ACK covers several
-            # segments, and slow start should not slow down for it.
-            self.cwnd += acked if acked < 2 * mss else 2 * mss
         else:
-            # RFC 5681 3.1 eq. 3, counting bytes (RFC 3465 2.1): about one SMSS
-            # per window acknowledged, however few ACKs that took.
-            self.cwnd += max(mss * min(acked, self.cwnd) // self.cwnd, 1)
+            cwnd = self.cwnd
+            if cwnd < self.ssthresh:
+                # RFC 5681 3.1 eq. 2 with appropriate byte counting (RFC 3465 2.2,
+                # L = 2): an ACK for a coalesced run or a delayed ACK covers several
+                # segments, and slow start should not slow down for it.
+                self.cwnd = cwnd + (acked if acked < 2 * mss else 2 * mss)
+            else:
+                # RFC 5681 3.1 eq. 3, counting bytes (RFC 3465 2.1): about one SMSS
+                # per window acknowledged, however few ACKs that took.
+                inc = mss * (acked if acked < cwnd else cwnd) // cwnd
+                self.cwnd = cwnd + (inc if inc > 1 else 1)
         self._dupacks = 0
         self._lt_sent = 0
         self.snd_una = ack

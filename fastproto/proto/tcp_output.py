@@ -6,10 +6,17 @@ kept apart so each file stays readable.  Rules cited per RFC section.
 """
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from fastproto.proto.tcp_states import CLOSED, HALF, LISTEN, MASK, SENDING, SYN_SENT, TcpFields
-from fastproto.wire.tcp import ACK, FIN, PSH, RST, SYN, TcpSegment, tcp_options, timestamps_option
+from fastproto.wire.tcp import (ACK, FIN, OPT_NOP, OPT_TIMESTAMPS, PSH, RST, SYN, TcpSegment,
+                                tcp_options)
+
+#: NOP NOP TIMESTAMPS (RFC 7323 appendix A layout): ``timestamps_option`` without its call
+_TS_OPTION = struct.Struct("!BBBBII")
+_ts_option = _TS_OPTION.pack
+_ACK_PSH = ACK | PSH
 
 
 class TcpOutput(TcpFields):
@@ -46,7 +53,8 @@ class TcpOutput(TcpFields):
         if self._rtt_seq is None and not self._ts_ok:
             self._rtt_seq = (una + blen) & MASK          # time this segment (RFC 6298 3)
             self._rtt_time = now
-        self.output((una, rcv_nxt, ACK | PSH, wfield, self._opts(now), memoryview(buf)[0:blen]))
+        # (the payload is all of the buffer: a view of it, not a slice)
+        self.output((una, rcv_nxt, _ACK_PSH, wfield, self._opts(now), memoryview(buf)))
         self.snd_nxt = self.snd_max = (una + blen) & MASK
         if self._t_rexmt is None:
             self._t_rexmt = now + self.rto              # RFC 6298 5.1
@@ -73,8 +81,12 @@ class TcpOutput(TcpFields):
         rcv_nxt = self.rcv_nxt
         wfield = 0
         sent = False
+        # SND.NXT and SND.MAX in locals (written back as they move): only
+        # this loop changes them while it runs.
+        nxt = self.snd_nxt
+        snd_max = self.snd_max
+        output = self.output
         while True:
-            nxt = self.snd_nxt
             off = (nxt - una) & MASK
             if off > blen:
                 break                    # the FIN is already sent
@@ -90,7 +102,7 @@ class TcpOutput(TcpFields):
             fin = fin_q and off + n == blen and usable > n
             if n == 0 and not fin:
                 break
-            new_data = nxt == self.snd_max
+            new_data = nxt == snd_max
             if n < mss and not fin and new_data:
                 # New data in a short segment (retransmissions are exempt):
                 if n < avail:
@@ -98,7 +110,7 @@ class TcpOutput(TcpFields):
                     # largest window offered (RFC 9293 3.8.6.2.1); persist forces it.
                     if n * 2 < self.max_snd_wnd:
                         break
-                elif not self.nodelay and self.snd_max != una:
+                elif not self.nodelay and snd_max != una:
                     break                # Nagle: data unacknowledged (RFC 9293 3.7.4)
             if not sent:
                 # Options, window and ACK are the same for every segment of this call.
@@ -121,10 +133,10 @@ class TcpOutput(TcpFields):
             elif self._rtt_seq is None and not self._ts_ok:
                 self._rtt_seq = (nxt + n) & MASK          # time this segment (RFC 6298 3)
                 self._rtt_time = now
-            self.output((nxt, rcv_nxt, flags, wfield, opts, view[off:end] if n else b""))  # type: ignore[index]
+            output((nxt, rcv_nxt, flags, wfield, opts, view[off:end] if n else b""))  # type: ignore[index]
             nxt = self.snd_nxt = (nxt + n + (1 if fin else 0)) & MASK
-            if ((nxt - self.snd_max) & MASK) < HALF:
-                self.snd_max = nxt
+            if ((nxt - snd_max) & MASK) < HALF:
+                self.snd_max = snd_max = nxt
             if self._t_rexmt is None and self._t_persist is None:
                 self._t_rexmt = now + self.rto          # RFC 6298 5.1
             if fin:
@@ -249,8 +261,9 @@ class TcpOutput(TcpFields):
         """Options of a non-SYN segment: timestamps (RFC 7323 3.2), SACK blocks (RFC 2018 4)."""
         ooo = self._ooo
         if self._ts_ok:
-            # (_ts_now inline: every segment carries it)
-            ts = timestamps_option((int(now * 1000.0) + self._ts_offset) & MASK, self.ts_recent)
+            # (_ts_now and timestamps_option inline: every segment carries it)
+            ts = _ts_option(OPT_NOP, OPT_NOP, OPT_TIMESTAMPS, 10,
+                            (int(now * 1000.0) + self._ts_offset) & MASK, self.ts_recent)
             if ooo is None or not self._sack_ok:
                 return ts
             return ts + tcp_options(sack_blocks=ooo.sack_blocks(3))

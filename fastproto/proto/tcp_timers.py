@@ -29,12 +29,19 @@ CLOCK_GRANULARITY = 0.001
 #: bytecodes, so a thread switch between the read and the write loses the other
 #: thread's increment.  Held for one dict update only.
 COUNT_LOCK = threading.Lock()
+_count_acquire = COUNT_LOCK.acquire
+_count_release = COUNT_LOCK.release
 
 
 def count(counters: Dict[str, int], name: str, n: int = 1) -> None:
     """Add ``n`` to ``counters[name]``; safe against concurrent increments."""
-    with COUNT_LOCK:
+    # (acquire/release bound once, not ``with``: a third cheaper, and this
+    # runs for every batch a socket sends)
+    _count_acquire()
+    try:
         counters[name] = counters.get(name, 0) + n
+    finally:
+        _count_release()
 
 
 class ChallengeAckLimit:

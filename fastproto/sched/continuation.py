@@ -45,7 +45,7 @@ class ManualClock:
 class Continuation:
     """``fn(arg)`` bound to ``queue``; ``schedule()`` it to have it run."""
 
-    __slots__ = ("fn", "arg", "queue", "_state", "_due", "_again", "runs")
+    __slots__ = ("fn", "arg", "queue", "_state", "_due", "_again", "runs", "pending")
 
     def __init__(self, fn: Callable[[Any], object], arg: Any = None,
                  queue: Optional["ContinuationQueue"] = None) -> None:
@@ -58,11 +58,11 @@ class Continuation:
         self._again: Optional[float] = None
         #: how many times it has run
         self.runs = 0
-
-    @property
-    def pending(self) -> bool:
-        """True while scheduled and not yet started."""
-        return self._state == _PENDING or self._again is not None
+        #: True while scheduled and not yet started (a run to come: pending,
+        #: or scheduled again while running).  A plain attribute the queue
+        #: keeps, under its lock, equal to ``_state == _PENDING or _again is
+        #: not None``: receivers and timers look at it on every call.
+        self.pending = False
 
     def schedule(self, delay: float = 0.0) -> bool:
         """Have it run ``delay`` seconds from now; False if it was already pending."""
@@ -113,6 +113,7 @@ class ContinuationQueue:
             if c._state == _RUNNING:
                 if c._again is None:
                     c._again = due
+                    c.pending = True
                     return True
                 c._again = min(c._again, due)
                 return False
@@ -124,6 +125,7 @@ class ContinuationQueue:
                     self._cv.notify()
                 return False
             c._state = _PENDING
+            c.pending = True
             c._due = due
             heapq.heappush(self._heap, (due, next(self._seq), c))
             self._cv.notify()
@@ -134,9 +136,11 @@ class ContinuationQueue:
             if c._state == _RUNNING:
                 was = c._again is not None
                 c._again = None
+                c.pending = False
                 return was
             if c._state == _PENDING:
                 c._state = _IDLE  # its heap entries are now stale
+                c.pending = False
                 return True
             return False
 
@@ -164,6 +168,7 @@ class ContinuationQueue:
             return None
         _, _, c = heapq.heappop(self._heap)
         c._state = _RUNNING
+        c.pending = False
         return c
 
     def _run(self, c: Continuation) -> None:
@@ -175,10 +180,12 @@ class ContinuationQueue:
                 again, c._again = c._again, None
                 c._state = _IDLE
                 if again is not None:
-                    c._state = _PENDING
+                    c._state = _PENDING     # (pending already: set with _again)
                     c._due = again
                     heapq.heappush(self._heap, (again, next(self._seq), c))
                     self._cv.notify()
+                else:
+                    c.pending = False
 
     def drain(self, limit: Optional[int] = None) -> int:
         """Run, in this thread, the continuations due now; returns how many ran."""
@@ -202,6 +209,7 @@ class ContinuationQueue:
             if c._state != _PENDING:
                 return False
             c._state = _RUNNING
+            c.pending = False
             self.inline_runs += 1
         self._run(c)
         return True

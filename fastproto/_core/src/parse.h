@@ -133,22 +133,27 @@ enum parse_flag {
     PF_TCP_OPT_IGNORED = 1u << 23, /* a known option with the wrong length */
     PF_ICMP_ECHO      = 1u << 24, /* echo request/reply: icmp_id / icmp_seq */
     PF_NDP            = 1u << 25, /* ICMPv6 Neighbor Discovery, types 133-137 */
+    PF_L4_CSUM_DEFERRED = 1u << 26, /* TCP: checksum left to the payload copy */
 };
-#define PARSE_NFLAGS 26
+#define PARSE_NFLAGS 27
 
 static const char *const parse_flag_names[PARSE_NFLAGS] = {
     "VLAN", "SVLAN", "L2_MULTICAST", "L2_BROADCAST", "IP_OPTIONS", "IP_DF",
     "FRAGMENT", "FRAG_FIRST", "FRAG_LATER", "FRAG_MORE", "IPV6_HBH",
     "IPV6_ROUTING", "IPV6_FRAG_HDR", "IPV6_DSTOPTS", "IPV6_AH", "L4",
     "L4_CSUM_OK", "L4_CSUM_NONE", "TCP_MSS", "TCP_WSCALE", "TCP_SACK_PERM",
-    "TCP_SACK", "TCP_TS", "TCP_OPT_IGNORED", "ICMP_ECHO", "NDP",
+    "TCP_SACK", "TCP_TS", "TCP_OPT_IGNORED", "ICMP_ECHO", "NDP", "L4_CSUM_DEFERRED",
 };
 
 /* parse_frame() options.  PARSE_DEFER_UDP (with PARSE_VERIFY_L4) leaves the
  * checksum of a whole UDP datagram to whoever copies its payload out, who
  * verifies it in the same pass (checksum-on-copy): such a row has neither
- * PF_L4_CSUM_OK nor PF_L4_CSUM_NONE. */
-enum { PARSE_VERIFY_L4 = 1, PARSE_DEFER_UDP = 2 };
+ * PF_L4_CSUM_OK nor PF_L4_CSUM_NONE.  PARSE_DEFER_TCP does the same for a
+ * whole TCP segment that carries data and neither SYN nor RST: its row has
+ * PF_L4_CSUM_DEFERRED instead of PF_L4_CSUM_OK.  Segments without data (and
+ * SYNs, RSTs) are still verified here: header only, and they change state
+ * with nothing to copy. */
+enum { PARSE_VERIFY_L4 = 1, PARSE_DEFER_UDP = 2, PARSE_DEFER_TCP = 4 };
 
 /* A chain longer than this is rejected (PARSE_IPV6_EXT_TOO_MANY): RFC 8200
  * section 4.1 recommends each header at most once (Destination Options at
@@ -381,6 +386,7 @@ typedef struct parse_l4_ctx {
     int fragment;          /* a first fragment: the datagram goes on elsewhere */
     int verify;
     int defer_udp;         /* PARSE_DEFER_UDP: UDP checksums left to the copy */
+    int defer_tcp;         /* PARSE_DEFER_TCP: data segments' checksums left to the copy */
 } parse_l4_ctx;
 
 static inline uint64_t parse_pseudo(const parse_l4_ctx *c, uint8_t proto, size_t len)
@@ -488,9 +494,13 @@ static inline int parse_tcp(const parse_l4_ctx *c, parsed_t *o)
     o->payload_off = (uint16_t)(o->l4_off + doff);
     o->payload_len = (uint16_t)(c->len - doff);
     if (c->verify && !c->fragment) {
-        if (!parse_csum_ok(t, c->len, parse_pseudo(c, IPPROTO_TCP_, c->len)))
+        /* SYN 0x02, RST 0x04: rare, and acted on before any payload is read */
+        if (c->defer_tcp && o->payload_len && !(o->tcp_flags & 0x06))
+            o->flags |= PF_L4_CSUM_DEFERRED;
+        else if (!parse_csum_ok(t, c->len, parse_pseudo(c, IPPROTO_TCP_, c->len)))
             return PARSE_L4_BAD_CHECKSUM;
-        o->flags |= PF_L4_CSUM_OK;
+        else
+            o->flags |= PF_L4_CSUM_OK;
     }
     o->flags |= PF_L4;
     return PARSE_OK;
@@ -657,7 +667,7 @@ static inline int parse_ipv4(const uint8_t *ip, size_t avail, parsed_t *o, int o
     parse_l4_ctx c = {
         .l4 = ip + ihl, .len = plen, .addrs = ip + 12, .addrs_len = 8, .v6 = 0,
         .fragment = (fo & 0x2000) != 0, .verify = opts & PARSE_VERIFY_L4,
-        .defer_udp = opts & PARSE_DEFER_UDP,
+        .defer_udp = opts & PARSE_DEFER_UDP, .defer_tcp = opts & PARSE_DEFER_TCP,
     };
     return parse_l4(&c, o);
 }
@@ -795,7 +805,7 @@ static inline int parse_ipv6(const uint8_t *ip, size_t avail, parsed_t *o, int o
     parse_l4_ctx c = {
         .l4 = ip + off, .len = end - off, .addrs = ip + 8, .addrs_len = 32, .v6 = 1,
         .fragment = fragment, .verify = opts & PARSE_VERIFY_L4,
-        .defer_udp = opts & PARSE_DEFER_UDP,
+        .defer_udp = opts & PARSE_DEFER_UDP, .defer_tcp = opts & PARSE_DEFER_TCP,
     };
     return parse_l4(&c, o);
 }
