@@ -31,6 +31,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 
 from fastproto import BufferPool, Demux, PCBTable
+from fastproto._core.counters import count
 from fastproto._core.parse import Flag
 from fastproto._core.pcq import PCQ
 from fastproto.dispatch import MODELS, Dispatch, make_dispatch
@@ -50,6 +51,11 @@ from fastproto.wire.l4 import icmp_echo
 
 #: seconds between runs of the ARP and reassembly timers
 _TIMER_INTERVAL = 0.05
+
+
+#: no batch indices (the demux's answer when no frame was handed back)
+_NO_INDEX = np.zeros(0, dtype=np.uint32)
+_NO_INDEX.flags.writeable = False
 
 
 class Stack(StackIpv4, StackIpv6, StackUdp):
@@ -136,6 +142,9 @@ class Stack(StackIpv4, StackIpv6, StackUdp):
         self._bell = threading.Lock()
         self._bell.acquire()
         self._bell_armed = False
+        #: wake-ups of pulling receivers by the doorbell (part of
+        #: ``wakeup.reader``): written only under _pull_lock, so without a lock
+        self._pulling_wakeups = 0
         #: microseconds a pulling receiver spins on the rx ring before sleeping
         #: (SO_BUSY_POLL's default for the stack's sockets)
         self.busy_poll = busy_poll
@@ -161,6 +170,9 @@ class Stack(StackIpv4, StackIpv6, StackUdp):
         self.last_error: Optional[BaseException] = None
         self._handles = np.zeros(batch, dtype=np.uint64)
         self._lengths = np.zeros(batch, dtype=np.uint32)
+        #: views of a one-frame batch in the pull buffers, made once: one frame
+        #: is the common pull in request/response traffic (a slice costs more)
+        self._one_frame = (self._handles[:1], self._lengths[:1])
         self._next_timer = 0.0
         self._stopping = False
         self._closed = False
@@ -254,6 +266,10 @@ class Stack(StackIpv4, StackIpv6, StackUdp):
         for k in ("wakeup.puller", "wakeup.reader", "ip.rx_batches", "ip.rx_frames",
                   "udp.delivered", "udp.rcvbuf_drops"):
             own.setdefault(k, 0)
+        own["wakeup.reader"] += self._pulling_wakeups
+        tcp_ip_out = self.tcp.ip_out_packets()
+        if tcp_ip_out:
+            own["ip.out_packets"] = own.get("ip.out_packets", 0) + tcp_ip_out
         out.update(own)
         with self._arp_lock:
             arp = self.arp.stats()
@@ -387,9 +403,7 @@ class Stack(StackIpv4, StackIpv6, StackUdp):
             self._bell_armed = False
         if woken:
             sock.reader_wakeups += 1
-            c = self._c
-            with self._count_lock:     # (_count inline: once per hand-off)
-                c["wakeup.reader"] = c.get("wakeup.reader", 0) + 1
+            self._pulling_wakeups += 1
         # Not woken: a ring may still come (it saw the arming before the
         # finally above); the lock is then left released and the next sleep
         # returns at once, a harmless extra look.
@@ -413,7 +427,11 @@ class Stack(StackIpv4, StackIpv6, StackUdp):
         # Counters only the thread holding the pull lock writes (_count_puller).
         c["ip.rx_frames"] = c.get("ip.rx_frames", 0) + n
         c["lrp.receiver_pulls"] = c.get("lrp.receiver_pulls", 0) + 1
-        self.dispatch.receiver_batch(sock, self._handles[:n], self._lengths[:n])
+        if n == 1:
+            handles, lengths = self._one_frame
+        else:
+            handles, lengths = self._handles[:n], self._lengths[:n]
+        self.dispatch.receiver_batch(sock, handles, lengths)
         return True
 
     def _busy_poll(self, seconds: float) -> bool:
@@ -455,10 +473,17 @@ class Stack(StackIpv4, StackIpv6, StackUdp):
         """One received batch (the caller's buffers become the stack's): demux,
         the small handlers, then the woken sockets to the dispatch model."""
         with self._demux_lock:
-            _, woken, other, unmatched = self.demux.input(handles, lengths)
+            # (with the immediate ACKs the demux built for in-sequence data,
+            # docs/tcp.md)
+            woken, other, unmatched, acks = self.demux.input_woken(handles, lengths)
             # One writer at a time (the demux lock's holder): no counter lock.
-            self._c["ip.rx_batches"] = self._c.get("ip.rx_batches", 0) + 1
-            if len(other) or len(unmatched):
+            c = self._c
+            c["ip.rx_batches"] = c.get("ip.rx_batches", 0) + 1
+            if other is not None or unmatched is not None:
+                if other is None:
+                    other = _NO_INDEX
+                if unmatched is None:
+                    unmatched = _NO_INDEX
                 rows = self.demux.rows
                 try:
                     for i in other.tolist():
@@ -469,12 +494,12 @@ class Stack(StackIpv4, StackIpv6, StackUdp):
                         self._guarded(self._unmatched_input, h, int(lengths[i]), rows[h])
                 finally:
                     self.pool.free_many(np.concatenate((handles[other], handles[unmatched])))
-            socks = list(map(self._socks.get, woken.tolist()))
-            # Immediate ACKs the demux built for in-sequence data (docs/tcp.md).
-            acks = self.demux.take_acks()
+            socks = list(map(self._socks.get, woken))
         if acks:
-            self.tcp.count("tcp.core_acks", len(acks))
-            self._count("ip.out_packets", len(acks))
+            tcp_counters = self.tcp.counters
+            count(tcp_counters, "tcp.core_acks", len(acks))
+            # (the stack's counter, kept with TCP's: see TcpLayer.ip_out_packets)
+            count(tcp_counters, "ip.out_packets", len(acks))
             self.interface.transmit(acks)
         wake = self.dispatch.wake
         for sock in socks:

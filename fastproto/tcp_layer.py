@@ -49,6 +49,8 @@ MASK = 0xFFFFFFFF
 _IP_DF = 0x4000
 #: EtherType of IPv4 (IEEE 802.3), after the MAC addresses of a frame
 _ETH_IPV4 = b"\x08\x00"
+#: payload bytes up to which a lone segment goes to the device as bytes, not a FrameBatch
+_SMALL = 1024
 #: bytes of one large send handed to the core's segmentation (as a NIC's 64 KiB TSO)
 _TSO_MAX = 65536
 
@@ -443,17 +445,31 @@ class TcpLayer:
         stack = self.stack
         # IP and TCP headers without options
         room = stack.mtu - (40 if v4 else 60)
-        l2 = self._link_header(route) if v4 else b""
+        l2 = b""
+        if v4:
+            # (_link_header's kept entry looked at here: once per send)
+            link = route[5]
+            arp = stack.arp
+            if link is not None and link[0] is arp and link[1] == arp.generation \
+                    and stack.clock() < link[2]:
+                l2 = link[3]
+            else:
+                l2 = self._link_header(route)
         # Framed (the next hop is resolved): the frames go to the device in
         # one buffer, no object per frame; else as IP packets through ARP.
-        frames: Any = FrameBatch() if l2 else []
+        # One small segment (a request, a reply, an ACK) is one frame, which
+        # costs less as bytes than as a batch of one.
+        frames: Any = [] if not l2 or (len(items) == 1 and len(items[0][5]) <= _SMALL) \
+            else FrameBatch()
         # Each descriptor of up to 64 KiB cut by the core into frames of the
         # MSS, less what options beyond the timestamps take (SACK blocks).
         tcp_frames_many(l2, src, dst, sport, dport, items, room, mss, frames)
-        # (counted once the descriptors are cut: one lock a call)
-        count(self.counters, "tcp.out_segments", len(frames) - counted)
+        n = len(frames)
+        counters = self.counters
+        count(counters, "tcp.out_segments", n - counted)
         if l2:
-            stack._count("ip.out_packets", len(frames))
+            # The stack's counter, kept here without its lock (Stack.stats adds it).
+            count(counters, "ip.out_packets", n)
             stack.interface.transmit(frames)
         else:
             self._send(v4, dst, frames)
@@ -532,9 +548,17 @@ class TcpLayer:
         # Sockets output from any thread, each under its own lock only.
         count(self.counters, name, n)
 
+    def ip_out_packets(self) -> int:
+        """IP packets of TCP segments and immediate ACKs handed to the
+        interface framed, counted here rather than under the stack's counter
+        lock: part of the stack's ``ip.out_packets``."""
+        return self.counters.get("ip.out_packets", 0)
+
     def stats(self) -> dict[str, int]:
         """``tcp.*`` counters: every connection's and listener's, summed."""
         out = dict(self.counters)
+        # (the IP packets sent framed: the stack's, see ip_out_packets)
+        out.pop("ip.out_packets", None)
         with self.stack._ports_lock:
             listeners = list(self._listeners)
         for lst in listeners:

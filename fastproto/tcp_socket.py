@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
+from fastproto._core.counters import count
 from fastproto._core.gro import coalesce, stage_segment
 from fastproto._core.parse import Flag
 from fastproto._core.pcq import PCQ
@@ -664,10 +665,14 @@ class TCPSocket(Timeouts):
                 delivered += d
             finally:
                 pool.free_many(hs)
+            if not len(pcq):
+                # (the look get_many would take, without making an empty array)
+                break
         if delivered:
             # payload bytes read per byte delivered (stack.stats())
-            stack.tcp.count("tcp.payload_bytes_read", read)
-            stack.tcp.count("tcp.delivered_bytes", delivered)
+            counters = stack.tcp.counters
+            count(counters, "tcp.payload_bytes_read", read)
+            count(counters, "tcp.delivered_bytes", delivered)
         if ran:
             self._after_call()
 
@@ -807,7 +812,7 @@ class TCPSocket(Timeouts):
                 and seq == conn.rcv_nxt and n <= conn.rcv_wnd):
             buf = conn._rcvbuf
             if buf is None:
-                buf = conn._rcvbuf = bytearray()
+                buf = conn._rcvbuf_make()
             if chunk is None:
                 chunk = stage_segment(rows_all, h, data, buf)
                 good = 0 if chunk is None else 1

@@ -14,6 +14,7 @@ from scapy.layers.l2 import Ether
 from fastproto._core.buffers import BufferPool
 from fastproto._core.gro import Chunk, coalesce
 from fastproto._core.parse import PARSED_DTYPE, parse
+from fastproto._core.sockbuf import SockBuf
 from fastproto.phy.link import LinkPair
 from fastproto.proto.tcp import ESTABLISHED
 from fastproto.stack import Stack
@@ -197,12 +198,13 @@ def test_chunks_stop_at_64_kib():
     assert heads == [0, 45, 90]
 
 
-def test_chunk_gathers_onto_a_bytearray():
+def test_chunk_gathers_onto_a_receive_buffer():
     data = os.urandom(3000)
     _, _, _, _, chunks = run([frame(0, data[:1500]), frame(1500, data[1500:])])
-    buf = bytearray(b"head")
+    buf = SockBuf(1 << 16)
+    buf.append(b"head")
     chunks[0].append_to(buf)
-    assert buf == b"head" + data
+    assert buf.tobytes() == b"head" + data
     assert memoryview(chunks[0]).tobytes() == data and "2 segments" in repr(chunks[0])
 
 

@@ -19,6 +19,7 @@ from scapy.layers.l2 import ARP, Ether
 from fastproto import BufferPool, Demux, PCBTable, PCQ
 from fastproto._core.gro import coalesce, stage_segment
 from fastproto._core.parse import Flag
+from fastproto._core.sockbuf import SockBuf
 from fastproto._core.tcpseg import tcp_checksum_ok, tcp_fields
 from fastproto.phy.link import LinkPair
 from fastproto.socket import SHUT_WR
@@ -141,21 +142,22 @@ def test_stage_segment_copies_a_good_payload_and_refuses_a_bad_one(rx, v6):
     good, bad = os.urandom(700), os.urandom(701)
     hs = _deliver(pool, demux, pcq, [segment(1, good, v6=v6),
                                      corrupt(segment(701, bad, v6=v6), 701, 700)]).tolist()
-    buf = bytearray(b"old")
+    buf = SockBuf(4096)
+    buf.append(b"old")
     chunk = stage_segment(demux.rows, hs[0], pool.data, buf)
-    assert buf == b"old" + good and len(chunk) == 700 and chunk.segments == 1
+    assert buf.tobytes() == b"old" + good and len(chunk) == 700 and chunk.segments == 1
     assert stage_segment(demux.rows, hs[1], pool.data, buf) is None
-    assert buf == b"old" + good                       # nothing of the bad one stays
+    assert buf.tobytes() == b"old" + good             # nothing of the bad one stays
     assert tcp_checksum_ok(demux.rows, hs[0], pool.data)
     assert not tcp_checksum_ok(demux.rows, hs[1], pool.data)
     # staged bytes are committed by an append right after them, else taken back
     chunk.append_to(buf)
-    assert chunk.committed and buf == b"old" + good
+    assert chunk.committed and buf.tobytes() == b"old" + good
     chunk.unstage()
-    assert buf == b"old" + good
+    assert buf.tobytes() == b"old" + good
     again = stage_segment(demux.rows, hs[0], pool.data, buf)
     again.unstage()
-    assert buf == b"old" + good and not again.committed
+    assert buf.tobytes() == b"old" + good and not again.committed
     pool.free_many(np.array(hs, dtype=np.uint64))
 
 
@@ -169,9 +171,9 @@ def test_a_bad_piece_ends_the_chunk_with_the_good_prefix(rx):
     heads, chunks = coalesce(demux.rows, hs, pool.data, 65535, True)
     assert heads == [0] and chunks[0].segments == 5 and chunks[0].deferred == 5
     chunk = chunks[0]
-    buf = bytearray()
+    buf = SockBuf(1 << 16)
     assert chunk.stage_into(buf) == 2
-    assert buf == data[0] + data[1] and len(chunk) == 2000 and chunk.segments == 2
+    assert buf.tobytes() == data[0] + data[1] and len(chunk) == 2000 and chunk.segments == 2
     # the header fields of the last good piece: its TSecr, the flags of the two
     assert chunk.ts_ecr == 51 and chunk.flags == 0x18 and chunk.half == 1000
     with pytest.raises(ValueError):
@@ -195,8 +197,9 @@ def test_chunk_whose_first_piece_is_bad_is_left_unchanged(rx):
     frames = [corrupt(segment(1, b"a" * 100), 100, 5), segment(101, b"b" * 100)]
     hs = _deliver(pool, demux, pcq, frames)
     _, (chunk,) = coalesce(demux.rows, hs, pool.data, 65535, True)
-    buf = bytearray(b"x")
-    assert chunk.stage_into(buf) == 0 and buf == b"x" and len(chunk) == 200
+    buf = SockBuf(1024)
+    buf.append(b"x")
+    assert chunk.stage_into(buf) == 0 and buf.tobytes() == b"x" and len(chunk) == 200
     assert chunk.verify() == 0
     pool.free_many(hs)
 
@@ -218,13 +221,13 @@ def test_bad_arguments_are_refused(rx):
     pool, demux, pcq = rx
     hs = _deliver(pool, demux, pcq, [segment(1, b"x"), segment(2, flags="A")])
     with pytest.raises(IndexError):
-        stage_segment(demux.rows, 10 ** 6, pool.data, bytearray())
+        stage_segment(demux.rows, 10 ** 6, pool.data, SockBuf(64))
     with pytest.raises(IndexError):
         tcp_checksum_ok(demux.rows, 10 ** 6, pool.data)
     with pytest.raises(ValueError):
         tcp_checksum_ok(np.zeros(4, dtype=np.uint8), 0, pool.data)
     with pytest.raises(ValueError):
-        stage_segment(demux.rows, int(hs[0]), pool.data.reshape(-1), bytearray())
+        stage_segment(demux.rows, int(hs[0]), pool.data.reshape(-1), SockBuf(64))
     free = next(h for h in range(pool.count) if h not in hs.tolist())
     with pytest.raises(ValueError, match="not a whole TCP segment"):
         tcp_checksum_ok(demux.rows, free, pool.data)   # a row that holds no segment
@@ -270,14 +273,14 @@ def test_staged_bytes_are_the_good_prefix_the_oracle_finds(sizes, bad, v6, seed)
         want += p
     heads, chunks = coalesce(demux.rows, hs, pool.data, 65535, True)
     assert heads == [0]                    # in order, one flow: one chunk or one segment
-    buf = bytearray()
+    buf = SockBuf(1 << 16)
     if chunks[0] is None:
         got = stage_segment(demux.rows, int(hs[0]), pool.data, buf)
         assert (got is not None) == bool(want)
     else:
         good = chunks[0].stage_into(buf)
         assert good == next((i for i, f in enumerate(frames) if not checksum_ok(f)), len(frames))
-    assert buf == want
+    assert buf.tobytes() == want
     pool.free_many(hs)
     assert pool.available == pool.count
 

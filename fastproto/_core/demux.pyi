@@ -1,4 +1,6 @@
 """The receive path of one batch: parse, pcbtable lookup, pcq_put, wake-ups."""
+from typing import Optional
+
 import numpy as np
 import numpy.typing as npt
 
@@ -31,6 +33,10 @@ class Demux:
     def input(self, handles: npt.ArrayLike, lengths: npt.ArrayLike) -> tuple[
             int, npt.NDArray[np.uint32], npt.NDArray[np.uint32], npt.NDArray[np.uint32]]:
         """(delivered, woken socket ids, other batch indices, unmatched batch indices)."""
+    def input_woken(self, handles: npt.ArrayLike, lengths: npt.ArrayLike) -> tuple[
+            list[int], Optional[npt.NDArray[np.uint32]], Optional[npt.NDArray[np.uint32]], list[bytes]]:
+        """(woken socket ids, other batch indices or None, unmatched batch
+        indices or None, the ACK frames built so far)."""
     @property
     def rows(self) -> np.ndarray:
         """The parse (PARSED_DTYPE) of each buffer's frame, indexed by handle."""

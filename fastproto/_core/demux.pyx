@@ -355,6 +355,40 @@ cdef class Demux:
             delivered = self.input_c(hp, lp, n, &w, &o, &u)
         return delivered, self._woken[:w], self._other[:o], self._unmatched[:u]
 
+    def input_woken(self, handles, lengths):
+        """``input`` for the stack's receive path: ``(woken, other, unmatched,
+        acks)``, the socket ids that got packets as a list of ints (each
+        once), the batch indices of frames handed back as in ``input`` (None
+        when there are none), and the ACK frames built so far (what
+        ``take_acks`` returns, taken).  The handles and lengths may be
+        contiguous uint64 / uint32 arrays, used in place, or anything
+        ``input`` takes."""
+        cdef cnp.ndarray h, l
+        if (type(handles) is cnp.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>handles) == cnp.NPY_UINT64
+                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>handles)):
+            h = <cnp.ndarray>handles
+        else:
+            h = _np.ascontiguousarray(handles, dtype=_np.uint64)
+        if (type(lengths) is cnp.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>lengths) == cnp.NPY_UINT32
+                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>lengths)):
+            l = <cnp.ndarray>lengths
+        else:
+            l = _np.ascontiguousarray(lengths, dtype=_np.uint32)
+        cdef Py_ssize_t n = cnp.PyArray_DIM(h, 0)
+        if cnp.PyArray_NDIM(h) != 1 or cnp.PyArray_NDIM(l) != 1 or cnp.PyArray_DIM(l, 0) != n:
+            raise ValueError("handles and lengths must be 1-D and of one length")
+        if n > self.capacity:
+            raise ValueError(f"batch of {n} frames exceeds capacity {self.capacity}")
+        cdef Py_ssize_t i, w = 0, o = 0, u = 0
+        cdef const uint64_t *hp = <const uint64_t *>cnp.PyArray_DATA(h)
+        cdef const uint32_t *lp = <const uint32_t *>cnp.PyArray_DATA(l)
+        with nogil:
+            self.input_c(hp, lp, n, &w, &o, &u)
+        woken = [self.woken[i] for i in range(w)]
+        other = self._other[:o] if o else None
+        unmatched = self._unmatched[:u] if u else None
+        return woken, other, unmatched, self.take_acks()
+
     def count_bad_checksum(self, Py_ssize_t n=1):
         """Count ``n`` more segments whose deferred checksum (verified while
         their payload was copied) was bad, under the parser's

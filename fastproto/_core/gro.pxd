@@ -16,6 +16,7 @@
 from libc.stdint cimport uint32_t, uint64_t
 
 from fastproto._core.parse cimport parsed_t
+from fastproto._core.sockbuf cimport SockBuf
 
 
 cdef Py_ssize_t gro_coalesce(const parsed_t *rows, Py_ssize_t n, uint32_t max_bytes,
@@ -41,8 +42,8 @@ cdef class Chunk:
     cdef Py_ssize_t _n
     cdef Py_ssize_t _total
     cdef bytes _flat                # the pieces joined, made on first buffer request
-    cdef bytearray _staged          # the buffer stage_into put the payload on, or None
-    cdef Py_ssize_t _at             # ... from this offset
+    cdef SockBuf _staged            # the buffer stage_into put the payload on, or None
+    cdef Py_ssize_t _at             # ... at this stream offset (sockbuf_t.appended)
     cdef readonly bint committed    # append_to took the staged bytes as they were
     cdef readonly int flags         # TCP flags of the chunk: ACK, and PSH if any had it
     cdef readonly unsigned int ts_ecr   # TSecr of the last segment

@@ -32,7 +32,6 @@ chunk there: the good pieces before it stay, the rest are given up.
 """
 cimport numpy as cnp
 from cpython.buffer cimport PyBuffer_FillInfo
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -41,6 +40,8 @@ from libc.string cimport memcmp, memcpy
 from fastproto._core.parse cimport (parsed_t, PF_FRAGMENT, PF_L4, PF_L4_CSUM_DEFERRED, PF_L4_CSUM_OK,
                                     PF_TCP_MSS, PF_TCP_OPT_IGNORED, PF_TCP_SACK, PF_TCP_SACK_PERM,
                                     PF_TCP_TS, PF_TCP_WSCALE)
+from fastproto._core.sockbuf cimport (SockBuf, sb_cut_at, sb_tail_commit, sb_tail_cut,
+                                      sb_tail_reserve, sockbuf_t)
 from fastproto._core.tcpseg cimport tcpseg_copy_verified, tcpseg_csum_ok
 
 import numpy as _np
@@ -163,7 +164,7 @@ cdef class Chunk:
     to be verified (:meth:`stage_into`, :meth:`verify`), ``reread`` the
     payload bytes of the others that were verified before (by the demux).
     ``len()`` is the payload's length; :meth:`append_to` copies it onto a
-    bytearray; ``bytes()``/``memoryview()`` give it joined (a copy made on the
+    receive buffer (sockbuf.pyx); ``bytes()``/``memoryview()`` give it joined (a copy made on the
     first request).  Valid while the packet buffers are: the receive path
     frees them once the connection ran.
     """
@@ -218,10 +219,10 @@ cdef class Chunk:
         self.segments = n
         self._flat = None
 
-    def stage_into(self, bytearray buf not None):
-        """Copy the payload onto the end of ``buf``, verifying in the same pass
-        the checksum of each segment the demux left unverified; stop at the
-        first bad one.  Returns how many segments were good: the chunk now
+    def stage_into(self, SockBuf buf not None):
+        """Copy the payload onto the tail of ``buf``, verifying in the same
+        pass the checksum of each segment the demux left unverified; stop at
+        the first bad one.  Returns how many segments were good: the chunk now
         holds only those (``len``, ``segments``, ``flags``, ``ts_ecr``,
         ``half`` as if it had merged just them) and their payload is what was
         added to ``buf``; 0: nothing was added and the chunk is unchanged.
@@ -230,22 +231,23 @@ cdef class Chunk:
         them back off."""
         if self._staged is not None:
             raise ValueError("chunk already staged")
-        cdef Py_ssize_t at = PyByteArray_GET_SIZE(buf)
+        cdef sockbuf_t *sb = &buf.sb
         cdef Py_ssize_t good, j, kept = 0
-        PyByteArray_Resize(buf, at + self._total)
+        cdef unsigned char *dst = <unsigned char *>sb_tail_reserve(sb, self._total)
+        if dst == NULL:
+            raise MemoryError()
         # With the GIL held: 64 KiB take a few microseconds, less than
         # taking the GIL back would when another thread got it meanwhile.
-        good = gro_stage(<unsigned char *>PyByteArray_AS_STRING(buf) + at, self._base, self._offs,
-                         self._lens, self._rowp, self._n)
+        good = gro_stage(dst, self._base, self._offs, self._lens, self._rowp, self._n)
+        if good == 0:
+            return 0     # (what was written past the tail is not part of the buffer)
         for j in range(good):
             kept += self._lens[j]
         if good < self._n:
-            PyByteArray_Resize(buf, at + kept)
-            if good == 0:
-                return 0
             self._summarise(good)
+        sb_tail_commit(sb, kept)
         self._staged = buf
-        self._at = at
+        self._at = sb.appended - kept
         self.committed = False
         return good
 
@@ -262,27 +264,38 @@ cdef class Chunk:
     def unstage(self):
         """Take the bytes :meth:`stage_into` added back off its buffer, unless
         :meth:`append_to` committed them (or the buffer lost them since)."""
-        cdef bytearray buf = self._staged
+        cdef SockBuf buf = self._staged
         if buf is None:
             return
         self._staged = None
-        if not self.committed and PyByteArray_GET_SIZE(buf) >= self._at + self._total:
-            del buf[self._at:self._at + self._total]
+        if self.committed:
+            return
+        cdef sockbuf_t *sb = &buf.sb
+        cdef Py_ssize_t start = sb.appended - (sb.tail - sb.head)   # stream offset of the head
+        if self._at < start or self._at + self._total > sb.appended:
+            return       # read, dropped or cut since
+        if self._at + self._total == sb.appended:
+            sb_tail_cut(sb, self._total)
+        else:
+            sb_cut_at(sb, self._at - start, self._total)    # bytes were appended after them
 
-    def append_to(self, bytearray buf not None):
+    def append_to(self, SockBuf buf not None):
         """Append the payload to ``buf``: the staged bytes when they are its last
         ones (nothing copied; ``committed`` becomes True), else a copy."""
-        cdef Py_ssize_t at = PyByteArray_GET_SIZE(buf)
+        cdef sockbuf_t *sb = &buf.sb
         cdef Py_ssize_t i
         cdef char *dst
-        if buf is self._staged and not self.committed and at == self._at + self._total:
+        if (buf is self._staged and not self.committed and sb.appended == self._at + self._total
+                and sb.tail - sb.head >= self._total):
             self.committed = True
             return
-        PyByteArray_Resize(buf, at + self._total)
-        dst = PyByteArray_AS_STRING(buf) + at
+        dst = sb_tail_reserve(sb, self._total)
+        if dst == NULL:
+            raise MemoryError()
         for i in range(self._n):
             memcpy(dst, self._base + self._offs[i], self._lens[i])
             dst += self._lens[i]
+        sb_tail_commit(sb, self._total)
 
     def tobytes(self):
         """The payload joined into one bytes object."""
@@ -391,7 +404,7 @@ def coalesce(rows, handles, pool_data, Py_ssize_t max_bytes=_MAX_BYTES, bint by_
 
 
 def stage_segment(cnp.ndarray rows not None, uint64_t handle, cnp.ndarray pool_data not None,
-                  bytearray buf not None):
+                  SockBuf buf not None):
     """The payload of the segment in buffer ``handle`` of ``pool_data``, parsed
     as row ``handle`` of ``rows`` (the demux's table), copied onto the end of
     ``buf`` and its checksum verified in the same pass when the demux left it

@@ -42,10 +42,16 @@ def tcp_fields(rows, handles, list index=None):
     read then)."""
     cdef cnp.ndarray r = rows
     cdef cnp.ndarray h = handles
-    if r.dtype != PARSED_DTYPE or r.ndim != 1 or not r.flags.c_contiguous:
-        raise ValueError("rows must be a C-contiguous 1-D array of PARSED_DTYPE")
-    if h.dtype != _np.uint64 or h.ndim != 1:
-        raise ValueError("handles must be a 1-D uint64 array")
+    # (the checks at C level first: this runs for every segment of
+    # request/response traffic, and the attribute reads cost more than the
+    # fields)
+    if not (<object>cnp.PyArray_DESCR(r) is PARSED_DTYPE and cnp.PyArray_NDIM(r) == 1
+            and cnp.PyArray_IS_C_CONTIGUOUS(r)):
+        if r.dtype != PARSED_DTYPE or r.ndim != 1 or not r.flags.c_contiguous:
+            raise ValueError("rows must be a C-contiguous 1-D array of PARSED_DTYPE")
+    if not (cnp.PyArray_TYPE(h) == cnp.NPY_UINT64 and cnp.PyArray_NDIM(h) == 1):
+        if h.dtype != _np.uint64 or h.ndim != 1:
+            raise ValueError("handles must be a 1-D uint64 array")
     cdef Py_ssize_t n = h.shape[0], k, m, pos
     cdef uint64_t nrows = <uint64_t>r.shape[0], x
     cdef const parsed_t *rp = <const parsed_t *>cnp.PyArray_DATA(r)

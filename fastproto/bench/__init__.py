@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Optional
 
 #: group name -> modules (under fastproto.bench) whose ``cases()`` make it up
 GROUPS: dict[str, list[str]] = {
-    "core": ["checksum", "pcq", "pcbtable", "parse", "frames"],
+    "core": ["checksum", "pcq", "pcbtable", "parse", "frames", "sockbuf"],
     "stack": ["stack"],
     "tcp": ["tcp"],
     "tap": ["tap"],

@@ -105,7 +105,8 @@ def _receive_case(slow: bool) -> Callable[[], None]:
         conn.rcv_nxt = conn._last_ack_sent = base
         conn.rcv_wnd = wnd
         conn.ts_recent = 100
-        conn._rcvbuf = None
+        if conn._rcvbuf is not None:
+            conn._rcvbuf.clear()     # (kept, as a receiving connection keeps it)
         for seg in segs:
             feed(seg)
 

@@ -463,7 +463,7 @@ class RingDevice(Device):
         return bool(self._ring)
 
     def rx_notify(self, fn: Optional[Callable[[], None]]) -> bool:
-        if fn is not None and type(self)._refill is not RingDevice._refill:
+        if fn is not None and self._lazy:
             # A lazy source fills the ring only from wait/receive: an
             # arrival hook would never hear of those frames.
             return False

@@ -28,6 +28,7 @@ import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from fastproto._core.gro import Chunk
+from fastproto._core.sockbuf import SockBuf
 from fastproto.proto.tcp_ack import TcpAck
 from fastproto.proto.tcp_output import TcpOutput
 from fastproto.proto.tcp_reassembly import OutOfOrderQueue
@@ -80,7 +81,7 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
         self._sack_ok = False
         self._passive = False
         self._sndbuf: Optional[bytearray] = None   # allocated on first send (idle connections stay small)
-        self._rcvbuf: Optional[bytearray] = None
+        self._rcvbuf: Optional[SockBuf] = None     # made on first data (_rcvbuf_make)
         self._ooo: Optional[OutOfOrderQueue] = None
         self._fin_queued = self._wr_shut = self._rd_shut = self._orphan = False
         self._fin_rcvd = False
@@ -267,13 +268,7 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
         """
         buf = self._rcvbuf
         if buf:
-            if n >= len(buf):
-                data = bytes(buf)
-                buf.clear()
-            else:
-                with memoryview(buf) as mv:
-                    data = bytes(mv[:n])
-                del buf[:n]
+            data = buf.read(n)
             self._after_read()
             return data
         return self._recv_empty(b"")
@@ -282,11 +277,7 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
         """Copy up to ``nbytes`` (default: len(buffer)) received bytes into ``buffer``; 0 at end of stream."""
         buf = self._rcvbuf
         if buf:
-            mv = memoryview(buffer).cast("B")
-            n = min(len(mv), len(buf), nbytes or len(mv))
-            with memoryview(buf) as src:
-                mv[:n] = src[:n]
-            del buf[:n]
+            n = buf.read_into(buffer, nbytes)
             self._after_read()
             return n
         return self._recv_empty(0)
@@ -302,6 +293,8 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
 
     def _after_read(self) -> None:
         """Open the receive window after the application read (RFC 9293 3.8.6.2.2)."""
+        if self._fin_rcvd and not self._rcvbuf:
+            self._rcvbuf = None      # read up to the FIN: no more data can come
         st = self.state
         if (st in RECEIVING or st == SYN_RECEIVED) and self._window_grows():
             self._ack_now = True
@@ -341,8 +334,7 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
             raise ValueError("how must be SHUT_RD, SHUT_WR or SHUT_RDWR")
         if how in (SHUT_RD, SHUT_RDWR):
             self._rd_shut = True
-            if self._rcvbuf:
-                self._rcvbuf.clear()
+            self._rcvbuf = None      # later data is discarded: its memory goes now
             self._events |= EV_READABLE
         if how in (SHUT_WR, SHUT_RDWR):
             self._shut_wr()
@@ -477,7 +469,7 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
             return True
         buf = self._rcvbuf
         if buf is None:
-            buf = self._rcvbuf = bytearray()
+            buf = self._rcvbuf_make()
         if payload.__class__ is Chunk:
             payload.append_to(buf)      # coalesced: one gathering copy
             if payload.segments > 2:
@@ -493,7 +485,7 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
                     self._send_ack(now)
                 plen -= half
         else:
-            buf += payload
+            buf.append(payload)
         self.rcv_nxt = (self.rcv_nxt + plen) & MASK
         self.rcv_wnd -= plen
         self._unacked_bytes += plen
@@ -846,12 +838,12 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
                 # copied it onto the buffer while verifying its checksum
                 # (docs/tcp.md, "Checksum on copy"): those bytes are committed.
                 if buf is None:
-                    buf = self._rcvbuf = bytearray()
+                    buf = self._rcvbuf_make()
                 data.append_to(buf)
-            elif buf is None:
-                self._rcvbuf = bytearray(data)
             else:
-                buf += data
+                if buf is None:
+                    buf = self._rcvbuf_make()
+                buf.append(data)
             self._events |= EV_READABLE
         else:
             self._count("tcp.rcv_after_shutdown")
@@ -859,6 +851,13 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
         self.rcv_wnd -= n
         if self._rd_shut:
             self._window_grows()
+
+    def _rcvbuf_make(self) -> SockBuf:
+        """The receive buffer, made on the first data: RCV.BUFF plus room for
+        one coalesced chunk, so that staging a chunk the window admits never
+        needs a larger allocation (docs/tcp.md, "Receive buffer")."""
+        buf = self._rcvbuf = SockBuf(self.config.rcvbuf + 65536)
+        return buf
 
     def _receive_fin(self, now: float) -> None:
         """RFC 9293 3.10.7.4 "eighth": the FIN takes one sequence number; the state moves on."""
@@ -883,6 +882,8 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
         self._t_2msl = now + self.config.time_wait
         self._sndbuf = None
         self._ooo = None
+        if self._rcvbuf is not None and not self._rcvbuf:
+            self._rcvbuf = None      # no more data can come: free the empty buffer
 
     # ------------------------------------------------------------------ state changes
 
@@ -908,6 +909,8 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
                 self._rcvbuf = None
         self._t_rexmt = self._t_persist = self._t_delack = self._t_keep = self._t_2msl = None
         self._sndbuf = None
+        if self._rcvbuf is not None and not self._rcvbuf:
+            self._rcvbuf = None
         self._ooo = None
         self._ack_now = False
         self._set_state(CLOSED)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 from fastproto.wire.tcp import ACK, FIN, RST, SYN, URG
 
 if TYPE_CHECKING:
+    from fastproto._core.sockbuf import SockBuf
     from fastproto.proto.tcp_reassembly import OutOfOrderQueue
     from fastproto.proto.tcp_sack import SackScoreboard
     from fastproto.proto.tcp_timers import TcpConfig
@@ -108,7 +109,7 @@ class TcpFields:
     _wr_shut: bool
     _rd_shut: bool
     _orphan: bool
-    _rcvbuf: Optional[bytearray]
+    _rcvbuf: Optional[SockBuf]
     _ooo: Optional[OutOfOrderQueue]
     _fin_rcvd: bool
     _ooo_fin: Optional[int]

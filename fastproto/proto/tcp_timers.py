@@ -8,9 +8,13 @@ RTT sample.
 from __future__ import annotations
 
 import errno
-import threading
 from typing import Dict, Optional
 
+# Connections of different sockets share counter dicts
+# (``TcpConfig.counters``), each running under its own socket's lock in
+# whichever thread: ``count`` adds in one compiled call, atomic under the GIL,
+# so no increment is lost and none takes a lock (fastproto._core.counters).
+from fastproto._core.counters import count  # noqa: F401  (the TCP modules' count)
 from fastproto.proto.tcp_states import (
     TcpFields,
     CLOSE_WAIT, ESTABLISHED, FIN_WAIT_2, MASK, SENDING, SYN_RECEIVED, SYN_SENT, TIME_WAIT,
@@ -22,27 +26,6 @@ DEFAULT_MSS_IPV4 = 536
 DEFAULT_MSS_IPV6 = 1220
 #: RFC 6298 4: the clock granularity G the RTO formula adds at least
 CLOCK_GRANULARITY = 0.001
-
-#: Serialises increments of the counter dicts that connections of different
-#: sockets share (``TcpConfig.counters``): each connection runs under its own
-#: socket's lock, in whichever thread, and ``d[k] = d.get(k, 0) + n`` is several
-#: bytecodes, so a thread switch between the read and the write loses the other
-#: thread's increment.  Held for one dict update only.
-COUNT_LOCK = threading.Lock()
-_count_acquire = COUNT_LOCK.acquire
-_count_release = COUNT_LOCK.release
-
-
-def count(counters: Dict[str, int], name: str, n: int = 1) -> None:
-    """Add ``n`` to ``counters[name]``; safe against concurrent increments."""
-    # (acquire/release bound once, not ``with``: a third cheaper, and this
-    # runs for every batch a socket sends)
-    _count_acquire()
-    try:
-        counters[name] = counters.get(name, 0) + n
-    finally:
-        _count_release()
-
 
 class ChallengeAckLimit:
     """At most ``per_second`` challenge ACKs a second, shared by every connection

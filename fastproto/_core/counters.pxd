@@ -1,0 +1,1 @@
+cdef void count_add(dict counters, str name, object n) except *
