@@ -55,18 +55,39 @@ _SMALL = 1024
 _TSO_MAX = 65536
 
 
+#: the fewest packets a connection's PCQ holds
+_PCQ_MIN = 256
+
+
+def pcq_len_for(rcvbuf: int, sndbuf: int) -> int:
+    """Packets a connection's PCQ holds for buffers of ``rcvbuf`` and
+    ``sndbuf`` bytes: the peer may send a receive window of data segments
+    (and ACK a send buffer of ours) before the input runs again; a segment
+    of 1 KiB or more each, with room for the control segments besides.
+    Smaller segments filling a large window overflow it, each overflow
+    counted (``drop.socket_pcq``) and recovered by TCP."""
+    return max(_PCQ_MIN, max(rcvbuf, sndbuf) // 1024 + 64)
+
+
 class TcpLayer:
     """TCP for ``stack``.  ``syn_queue_len``: half-open connections a listener
     keeps before it answers with SYN cookies; ``pcq_len``: packets a TCP
     socket's PCQ holds; ``listen_pcq_len``: packets a listening socket's PCQ
     holds (default: the larger of ``pcq_len`` and ``syn_queue_len``);
     ``config``: keyword settings for :class:`TcpConfig` (``rcvbuf``,
-    ``sndbuf``, ``time_wait``, ``delack``, ``rto_min``...)."""
+    ``sndbuf``, ``time_wait``, ``delack``, ``rto_min``...).
 
-    def __init__(self, stack: "Stack", syn_queue_len: int = 1024, pcq_len: int = 256,
+    ``pcq_len`` None sizes a connection's PCQ by its buffers (see
+    :func:`pcq_len_for`), so that a window's worth of segments, or the ACKs
+    for a send buffer's worth, fits between two runs of its input."""
+
+    def __init__(self, stack: "Stack", syn_queue_len: int = 1024, pcq_len: Optional[int] = None,
                  listen_pcq_len: Optional[int] = None, **config: Any) -> None:
         self.stack = stack
         self.syn_queue_len = syn_queue_len
+        if pcq_len is None:
+            pcq_len = pcq_len_for(config.get("rcvbuf", TcpConfig.DEFAULT_BUF),
+                                  config.get("sndbuf", TcpConfig.DEFAULT_BUF))
         self.pcq_len = pcq_len
         # Every SYN and handshake-completing ACK of a burst of connections
         # lands on the listener's PCQ, while a connection's own PCQ only needs

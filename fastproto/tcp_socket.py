@@ -730,7 +730,14 @@ class TCPSocket(Timeouts):
                 # The fields every segment needs, read in one compiled call.
                 fields = tcp_fields(rows_all, hs)
             heads = range(n)
+        out = self._out
         for j, k in enumerate(heads):
+            if out:
+                # What the segment before made goes out before this one runs:
+                # its payload views pin the send buffer, which an ACK here
+                # would otherwise copy whole to trim (TcpAck._ack_advance).
+                stack.tcp.output(self, out[:])
+                out.clear()
             h = handles[k]
             fk = fields[j]
             f, tflags, seq, ack, win, off, plen, sport, dport, tsval, tsecr = fk

@@ -64,8 +64,11 @@ class TcpConfig:
                  "keep_intvl", "keep_cnt", "nodelay", "initial_window", "ooo_max_blocks",
                  "challenge_limit", "tso", "gro", "core_ack", "core_ack_bytes", "counters")
 
-    def __init__(self, mtu: int = 1500, ipv6: bool = False, rcvbuf: int = 262144,
-                 sndbuf: int = 262144, window_scaling: bool = True, timestamps: bool = True,
+    #: bytes of a receive or send buffer unless told otherwise
+    DEFAULT_BUF = 262144
+
+    def __init__(self, mtu: int = 1500, ipv6: bool = False, rcvbuf: int = DEFAULT_BUF,
+                 sndbuf: int = DEFAULT_BUF, window_scaling: bool = True, timestamps: bool = True,
                  sack: bool = True, time_wait: float = 60.0, fin_wait2_timeout: float = 60.0,
                  delack: float = 0.040,
                  rto_initial: float = 1.0, rto_min: float = 1.0, rto_max: float = 60.0,
