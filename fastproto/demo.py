@@ -125,9 +125,10 @@ def run_tcp(size: int) -> int:
         sa = a.stats()
     ok = digest.get("received") == hashlib.sha256(data).digest()
     print(f"    {'byte-exact' if ok else 'CORRUPTED'}: {size * 8 / elapsed / 1e6:,.0f} Mbit/s, "
-          f"{sa.get('tcp.retransmits', 0)} retransmissions "
-          f"({sa.get('tcp.fast_retransmits', 0)} fast), "
-          f"{sa.get('tcp.out_segments', 0):,} segments sent")
+          f"{sa.get('tcp.out_segments', 0):,} segments sent, "
+          f"{sa.get('tcp.retransmitted_segments', 0):,} of them again "
+          f"({sa.get('tcp.fast_retransmits', 0)} fast retransmits, "
+          f"{sa.get('tcp.retransmits', 0)} retransmission timeouts)")
     return 0 if ok else 1
 
 

@@ -142,6 +142,15 @@ class Stack(StackIpv4, StackIpv6, StackUdp):
         self._bell = threading.Lock()
         self._bell.acquire()
         self._bell_armed = False
+        #: a device whose frames come from outside the process (TAP): the
+        #: pulling receiver sleeps on it (``rx_sleep``) instead of the bell,
+        #: and news for it ends that sleep (``rx_kick``); None otherwise
+        self._rx_sleep: Optional[Callable[[float, int], bool]] = getattr(interface, "rx_sleep", None)
+        self._rx_kick: Optional[Callable[[], None]] = \
+            getattr(interface, "rx_kick", None) if self._rx_sleep is not None else None
+        #: a receiver waits to pull (``_pull_begin``): the puller thread
+        #: hands over after its batch
+        self._pull_wanted = False
         #: wake-ups of pulling receivers by the doorbell (part of
         #: ``wakeup.reader``): written only under _pull_lock, so without a lock
         self._pulling_wakeups = 0
@@ -321,6 +330,12 @@ class Stack(StackIpv4, StackIpv6, StackUdp):
             ready = iface.wait(_TIMER_INTERVAL)
             if self._stopping:
                 break
+            if self._pulling_sock is not None and (not ready or self._rx_sleep is not None):
+                # A receiver pulls the interface and runs the timers itself:
+                # nothing to take over, so no reason to queue for its lock.
+                # (A device the receiver sleeps on keeps this thread's wait
+                # off its frames until the hand-back, which wakes it.)
+                continue
             # A receiver pulling the interface (lrp) holds the lock; the
             # interrupt then goes to it, so this only waits out its hand-back.
             if not pull_lock.acquire(timeout=_TIMER_INTERVAL):
@@ -335,20 +350,37 @@ class Stack(StackIpv4, StackIpv6, StackUdp):
                         break
                     self._count("ip.rx_frames", n)
                     dispatch.rx_batch(handles[:n], lengths[:n])
-                    if not dispatch.drain_ring:
+                    if not dispatch.drain_ring or self._pull_wanted:
+                        self._pull_wanted = False
                         break
             finally:
                 pull_lock.release()
 
     # -- a receiver pulling the interface itself (lrp) ---------------------------
 
-    def _pull_begin(self, sock: DatagramSocket) -> bool:
+    def _pull_begin(self, sock: DatagramSocket, timeout: float = 0.0) -> bool:
         """Make the calling thread, blocked in ``sock``'s recv, the one that pulls
         the interface (the puller thread stays asleep: the interrupt is routed
         to ``sock``'s readers); False if another thread pulls or the device
-        cannot route its interrupt."""
-        if not self._rx_routable or not self._pull_lock.acquire(False):
+        cannot route its interrupt.  ``timeout`` (seconds; a device the
+        receiver sleeps on only): how long to wait for the puller thread to
+        finish its batch and hand over, with ``sock``'s lock released."""
+        if not self._rx_routable:
             return False
+        if not self._pull_lock.acquire(False):
+            if timeout <= 0 or self._rx_sleep is None:
+                return False
+            # Asks the puller thread to stop after its batch rather than drain
+            # the ring: the frames are this receiver's to take.
+            self._pull_wanted = True
+            lock: Any = sock._lock   # (a TCP socket's: re-entrant)
+            saved = lock._release_save()    # (the puller's demux takes it)
+            try:
+                got = self._pull_lock.acquire(True, timeout)
+            finally:
+                lock._acquire_restore(saved)
+            if not got:
+                return False
         self._pulling_sock = sock
         notify = getattr(self.interface, "rx_notify", None)
         if notify is None or not notify(self._rx_interrupt):
@@ -381,6 +413,10 @@ class Stack(StackIpv4, StackIpv6, StackUdp):
             # Armed before the sleeper's last look: whatever called this
             # happened after that look, so the sleeper must wake.
             self._bell_armed = False
+            kick = self._rx_kick
+            if kick is not None:
+                kick()      # the sleeper polls the device (see _receiver_sleep)
+                return
             try:
                 self._bell.release()
             except RuntimeError:
@@ -391,6 +427,24 @@ class Stack(StackIpv4, StackIpv6, StackUdp):
         socket has news or ``timeout`` seconds pass; True if woken by a ring.
         Returns False at once if there is something to do already."""
         cont = sock._cont
+        rx_sleep = self._rx_sleep
+        if rx_sleep is not None:
+            # A device fed by the kernel (TAP): sleep on its descriptor, so a
+            # frame wakes this thread with no other one in between.  The
+            # token is read before arming: a kick after it ends the sleep.
+            token = self.interface.rx_sleep_token()
+            self._bell_armed = True
+            try:
+                # (frames already queued end the sleep at once: no look here)
+                if sock._readable() or (cont is not None and cont.pending):
+                    return False
+                woken = rx_sleep(timeout, token)
+            finally:
+                self._bell_armed = False
+            if woken:
+                sock.reader_wakeups += 1
+                self._pulling_wakeups += 1
+            return woken
         self._bell_armed = True
         try:
             # Looked at only after arming: anything that changes what is seen

@@ -217,7 +217,8 @@ class TCPSocket(Timeouts):
                         continue
                     fresh = False
                     if not pulling:
-                        pulling = fresh = stack._pull_begin(self)
+                        pulling = fresh = stack._pull_begin(
+                            self, _LAZY_SLICE if remaining is None else min(remaining, _LAZY_SLICE))
                     if pulling:
                         # As a datagram socket's reader does: pull the interface
                         # in this thread (our own segments' input runs here, the

@@ -12,7 +12,7 @@ from scapy.layers.l2 import Ether
 
 from fastproto import BufferPool, Demux, PCBTable, PCQ
 from fastproto._core.gro import coalesce, stage_segment
-from fastproto._core.sockbuf import SockBuf
+from fastproto._core.sockbuf import SendBuf, SockBuf
 
 CAP = 256
 
@@ -333,3 +333,175 @@ def test_unread_data_stays_readable_after_the_peer_closes():
     b.close()
     wire.run(max_time=10)
     assert b.state_name == "CLOSED" and b._rcvbuf is None
+
+
+# ---------------------------------------------------------------------------
+# Send buffer: a bytearray is the oracle for the bytes, and every view taken
+# must keep reading the bytes it was taken over.
+
+send_ops = st.lists(st.tuples(st.sampled_from(["append", "drop", "view", "release", "clear"]),
+                              st.integers(0, 300), st.integers(0, 300)), max_size=60)
+
+
+class SendModel:
+    """A SendBuf's bytes in a bytearray, and when it moves its bytes in place,
+    to a new allocation (views alive) or to a larger one."""
+
+    def __init__(self, cap: int) -> None:
+        self.data = bytearray()
+        self.cap = cap
+        self.allocated = False
+        self.head = self.tail = 0
+        self.compactions = self.relocations = self.grows = 0
+        self.block = 0            # which allocation (0: none yet); views hold theirs
+
+    def append(self, data: bytes, views_alive: bool) -> None:
+        n = len(data)
+        if n == 0:
+            return
+        if not self.allocated:
+            self.allocated = True
+            self.cap = max(self.cap, n)
+            self.block += 1
+        elif self.cap - self.tail < n:
+            live, cap = len(self.data), self.cap
+            if live + n > self.cap:
+                self.cap = max(self.cap * 2, live + n)
+                self.grows += 1
+            elif views_alive:
+                self.relocations += 1
+            else:
+                self.compactions += 1
+            if self.cap != cap or views_alive:
+                self.block += 1
+            self.head, self.tail = 0, live
+        self.data += data
+        self.tail += n
+
+    def drop(self, n: int, views_alive: bool) -> None:
+        del self.data[:n]
+        self.head += n
+        if self.head == self.tail and self.allocated and not views_alive:
+            self.head = self.tail = 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(send_ops, st.integers(1, CAP))
+def test_send_buffer_behaves_as_a_bytearray_and_its_views_stay_put(seq, cap):
+    buf, model = SendBuf(cap), SendModel(cap)
+    views: list = []          # (view, the bytes it must keep reading, its allocation)
+    stamp = 0
+
+    def seen() -> bool:
+        return any(blk == model.block for _, _, blk in views if blk)
+
+    for op, a, b in seq:
+        if op == "append":
+            stamp = (stamp + 1) % 251
+            data = bytes((stamp + i) % 256 for i in range(a))
+            limit = b if b % 3 == 0 else len(data)
+            assert buf.append(data if a % 2 else bytearray(data), limit) == min(a, limit)
+            model.append(data[:limit], seen())
+        elif op == "drop":
+            n = min(a, len(model.data))
+            buf.drop(n)
+            model.drop(n, seen())
+        elif op == "view":
+            off = min(a, len(model.data))
+            end = min(off + b, len(model.data))
+            views.append((memoryview(buf)[off:end], bytes(model.data[off:end]), model.block))
+        elif op == "release":
+            if views:
+                views.pop(a % len(views))[0].release()
+        else:
+            buf.clear()
+            model.drop(len(model.data), seen())
+        assert len(buf) == len(model.data) and bool(buf) == bool(model.data)
+        assert bytes(buf) == model.data and bytes(memoryview(buf)) == model.data
+        assert buf.shared == seen()
+        assert all(bytes(v) == want for v, want, _ in views)
+        assert (buf.compactions, buf.relocations, buf.grows) == \
+            (model.compactions, model.relocations, model.grows)
+        assert buf.capacity == model.cap and buf.allocated == model.allocated
+
+
+def test_a_view_taken_before_a_move_reads_the_old_bytes():
+    buf = SendBuf(8)
+    buf.append(b"abcdefgh")
+    view = memoryview(buf)[2:6]
+    buf.drop(6)
+    buf.append(b"ABCDEF")               # must move to the front: a view is alive
+    assert buf.relocations == 1 and buf.compactions == 0
+    assert bytes(buf) == b"ghABCDEF" and bytes(view) == b"cdef"
+    buf.append(b"123456789")            # and grow past the capacity
+    assert buf.grows == 1 and buf.capacity == 17
+    assert bytes(buf) == b"ghABCDEF123456789" and bytes(view) == b"cdef"
+    del view
+    buf.drop(10)
+    buf.append(b"x" * 9)                # no view now: moves in place
+    assert buf.compactions == 1 and bytes(buf) == b"3456789" + b"x" * 9
+
+
+def test_an_emptied_buffer_starts_again_at_the_front_only_when_no_view_is_alive():
+    buf = SendBuf(4)
+    buf.append(b"abcd")
+    view = memoryview(buf)
+    buf.drop(4)
+    buf.append(b"wxyz")                 # (a view: a new allocation, not over "abcd")
+    assert bytes(view) == b"abcd" and buf.relocations == 1
+    view.release()
+    buf.drop(4)
+    buf.append(b"1234")                 # empty and unseen: straight at the front
+    assert bytes(buf) == b"1234" and (buf.compactions, buf.relocations) == (0, 1)
+
+
+def test_send_buffer_views_are_read_only_memoryviews_over_the_live_bytes():
+    buf = SendBuf(64)
+    assert not buf.allocated and bytes(memoryview(buf)) == b"" and not buf.allocated
+    buf.append(array.array("H", [1, 2, 3]))           # any buffer: its bytes
+    buf.append(np.arange(4, dtype=np.uint8), 2)
+    view = memoryview(buf)
+    assert type(view) is memoryview and view.readonly and view.format == "B"
+    assert view.nbytes == len(buf) == 8 and view.tobytes() == array.array("H", [1, 2, 3]).tobytes() + b"\0\1"
+    assert np.frombuffer(view, np.uint8).sum() == 7
+    with pytest.raises(TypeError):
+        view[0] = 9
+    with pytest.raises(BufferError):
+        SockBuf(8).read_into(buf)                      # asks for a writable buffer
+
+
+def test_send_buffer_bad_arguments_are_refused():
+    with pytest.raises(ValueError):
+        SendBuf(0)
+    buf = SendBuf(16)
+    buf.append(b"abc")
+    for n in (-1, 4):
+        with pytest.raises(ValueError):
+            buf.drop(n)
+    with pytest.raises(ValueError):
+        buf.append(b"x", -1)
+    with pytest.raises(TypeError):
+        buf.append("text")
+    with pytest.raises(BufferError):
+        buf.append(memoryview(bytes(8))[::2])          # not contiguous
+    assert bytes(buf) == b"abc"
+
+
+def test_a_connection_makes_its_send_buffer_on_first_send_and_never_grows_it():
+    wire = _connected(sndbuf=50_000, rcvbuf=30_000)
+    b, a = wire.a, wire.b      # (the configured end sends)
+    assert a._sndbuf is None
+    data = os.urandom(400_000)
+    got, sent = bytearray(), 0
+    while len(got) < len(data):
+        if sent < len(data):
+            sent += a.send(memoryview(data)[sent:sent + 70_000])
+        buf = a._sndbuf
+        assert buf is not None and len(buf) <= 50_000
+        wire.run(max_time=1)
+        got += b.recv(1 << 20) if b.readable else b""
+    assert got == data
+    assert buf is a._sndbuf and buf.capacity == 100_000 and buf.grows == 0
+    a.close()
+    wire.run(max_time=100)
+    assert a._sndbuf is None

@@ -43,3 +43,27 @@ cdef void sb_drop(sockbuf_t *sb, Py_ssize_t n) noexcept nogil
 cdef class SockBuf:
     cdef sockbuf_t sb
     cdef int _append(self, const char *src, Py_ssize_t n) except -1
+
+
+# Send buffer (needs the GIL: its views are Python objects).  The live bytes
+# are block.data[head:tail]; memoryview(SendBuf) exports them with the block
+# as owner, so a view outlives moves of the buffer to another block.  The
+# buffer writes over bytes only where no view can see them: appends go past
+# the tail, and the live bytes move to the front of the same block only
+# while the buffer holds the block's one reference (no view alive).
+
+cdef class SendBlock:
+    cdef char *data         # the allocation, freed with the block
+    cdef Py_ssize_t cap     # its size in bytes
+
+
+cdef class SendBuf:
+    cdef SendBlock block            # None until the first append
+    cdef Py_ssize_t cap             # size of the allocation (made or to be made)
+    cdef Py_ssize_t head            # first live byte in block.data
+    cdef Py_ssize_t tail            # one past the last live byte (head <= tail <= cap)
+    cdef Py_ssize_t n_compactions   # moves of the live bytes to the front, in place
+    cdef Py_ssize_t n_relocations   # moves to a new block of the same size (views alive)
+    cdef Py_ssize_t n_grows         # moves to a larger block
+    cdef char *_tail_reserve(self, Py_ssize_t n) except NULL
+    cdef Py_ssize_t _append(self, const char *src, Py_ssize_t n) except -1

@@ -72,8 +72,13 @@ class TapPort:
         """Read and drop queued frames (rx_dropped_down); how many."""
     def count_tx_dropped_down(self, frames: int) -> None:
         """Count frames not sent because the interface was down (tx_dropped_down, tx_errors)."""
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        """Wait without the GIL for a frame: True if one is ready; False on timeout or wakeup."""
+    @property
+    def wake_count(self) -> int:
+        """How many wakeup calls so far (for ``wait``'s ``seen``)."""
+    def rx_ready(self) -> bool:
+        """True if a receive would find a frame (a zero-timeout look)."""
+    def wait(self, timeout: Optional[float] = None, seen: Optional[int] = None) -> bool:
+        """Wait without the GIL for a frame: True if one is ready; False on timeout, or a wakeup since ``seen``."""
     def wakeup(self) -> None:
         """End every wait in progress."""
     def stats(self) -> dict[str, int]:

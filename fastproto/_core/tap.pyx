@@ -436,11 +436,32 @@ cdef class TapPort:
         if self.t.wake_fd >= 0:
             tap_wake(&self.t)
 
-    def wait(self, timeout=None):
+    @property
+    def wake_count(self):
+        """How many ``wakeup`` calls so far: pass it as ``wait``'s ``seen`` to
+        count a wakeup made between reading it and the wait."""
+        return self.wakeups
+
+    def rx_ready(self):
+        """True if a receive would find a frame: segments of a super-frame
+        still to cut, or a frame (or an error to report) on the descriptor.
+        A look with a zero-timeout poll(2), without the serializer."""
+        cdef tap_t snap
+        if self.t.fd < 0:
+            return False
+        if tap_gso_pending(&self.t):
+            return True
+        snap.fd = self.t.fd
+        snap.wake_fd = -1           # (poll(2) skips a negative descriptor)
+        return tap_wait(&snap, 0) == 1
+
+    def wait(self, timeout=None, seen=None):
         """Wait up to ``timeout`` seconds (None: no limit) for a frame, without the GIL.
 
-        True if a read would not block (a frame, or an error to report);
-        False on timeout, or when ``wakeup`` or ``close`` ends it early.
+        True if a read would not block (a frame, segments of a super-frame
+        still to cut, or an error to report); False on timeout, or when
+        ``wakeup`` or ``close`` ends it early.  ``seen``: a ``wake_count``
+        read before, so that a wakeup since then ends the wait at once.
         Waits in slices of at most 100 ms so signals (Ctrl-C) are seen.
         """
         self._open()
@@ -448,7 +469,9 @@ cdef class TapPort:
         cdef double left
         cdef int ms, rc
         cdef tap_t snap
-        cdef uint64_t seen = self.wakeups
+        cdef uint64_t seen_ = self.wakeups if seen is None else <uint64_t>seen
+        if tap_gso_pending(&self.t):
+            return True
         if timeout is not None:
             if timeout < 0:
                 raise ValueError(f"timeout must be >= 0, not {timeout}")
@@ -470,7 +493,7 @@ cdef class TapPort:
                 raise OSError(-rc, _os.strerror(-rc), self.name)
             if rc == 1:
                 return True
-            if self.wakeups != seen:
+            if self.wakeups != seen_:
                 return False
             if rc == 2 and self.t.fd >= 0:
                 tap_wake_clear(&snap)

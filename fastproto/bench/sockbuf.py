@@ -6,6 +6,11 @@ receive buffer was before (``+=``; ``bytes(buf)`` and ``clear()``, or a
 slice copy and ``del buf[:n]``).  The bytearray's memory goes back to malloc
 each time it empties or halves and is taken again as it grows: the figures
 include those page faults.
+
+And a bulk send's pattern: a full send buffer, each acknowledgment dropping
+bytes at the head, the application filling it up again at the tail and the
+next descriptor's payload taken as a view, against the ``bytearray`` a send
+buffer was (``+=``, ``del buf[:n]``, ``memoryview`` slices).
 """
 from __future__ import annotations
 
@@ -86,6 +91,42 @@ def _recv_into_bytearray() -> Callable[[], None]:
     return run
 
 
+ACKED = 16384           # bytes a (stretch) acknowledgment frees
+
+
+def _send(buf: object, make_room: Callable[[int], None], append: Callable[[bytes], object]
+          ) -> Callable[[], None]:
+    data = bytes(range(256)) * (ACKED // 256)
+    for _ in range(RCVBUF // ACKED):
+        append(data)
+
+    def run() -> None:
+        for _ in range(ROUNDS * RCVBUF // ACKED):
+            make_room(ACKED)
+            append(data)
+            with memoryview(buf) as view:      # type: ignore[arg-type]
+                payload = view[RCVBUF - CHUNK:]      # the next descriptor's payload
+                payload.release()
+
+    return run
+
+
+def _send_sendbuf() -> Callable[[], None]:
+    from fastproto._core.sockbuf import SendBuf
+
+    buf = SendBuf(2 * RCVBUF)
+    return _send(buf, buf.drop, buf.append)
+
+
+def _send_bytearray() -> Callable[[], None]:
+    buf = bytearray()
+
+    def drop(n: int) -> None:
+        del buf[:n]
+
+    return _send(buf, drop, buf.extend)
+
+
 def cases() -> List[Case]:
     return [
         Case(group="core", name="receive buffer, 64 KiB appends, 256 KiB reads",
@@ -95,5 +136,9 @@ def cases() -> List[Case]:
         Case(group="core", name="receive buffer, 64 KiB appends, reads into a buffer",
              fastproto=_recv_into_sockbuf(), baseline=_recv_into_bytearray(),
              baseline_name="bytearray: +=, slice copy and del", work=ROUNDS * 2 * CHUNK,
+             scale=1e9, scale_name="GB/s", goal_ratio=1.0),
+        Case(group="core", name="send buffer, 16 KiB acked and appended, 64 KiB views",
+             fastproto=_send_sendbuf(), baseline=_send_bytearray(),
+             baseline_name="bytearray: +=, del and memoryview", work=ROUNDS * RCVBUF,
              scale=1e9, scale_name="GB/s", goal_ratio=1.0),
     ]

@@ -123,7 +123,10 @@ class Device(abc.ABC):
         ``wait``, waking it if frames are already waiting.  ``fn`` runs in
         the thread delivering the frames, under the ring's lock: it must only
         notify.  False if the device cannot route its interrupt (nothing
-        changed)."""
+        changed).  A device fed from outside the process (a TAP device) has
+        no delivering thread and never calls ``fn``: it offers
+        ``rx_sleep(timeout, token)``/``rx_sleep_token()``/``rx_kick()``
+        instead, and the pulling receiver sleeps there (docs/tap.md)."""
         return False
 
     @abc.abstractmethod

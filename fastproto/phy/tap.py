@@ -8,8 +8,10 @@ NIC.  The receive and transmit loops run in the compiled core
 """
 from __future__ import annotations
 
+import threading
+import time
 from types import TracebackType
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +23,12 @@ from fastproto._core.tap import ETH_HLEN, VLAN_HLEN, TapPort, get_mac, set_mac, 
 from fastproto.wire.ethernet import mac_bytes
 
 Frame = Union[bytes, bytearray, memoryview]
+
+#: seconds ``wait`` leaves a device just handed back by a pulling receiver to
+#: that receiver before taking the frames itself: a receiver reading a stream
+#: calls recv again within microseconds, and a frame taken by the puller
+#: thread instead costs two thread hops (docs/tap.md)
+RX_HANDBACK_GRACE = 0.001
 
 
 class TapInterface:
@@ -68,6 +76,19 @@ class TapInterface:
         self._mtu = mtu
         self._up = False
         self.serializer: Serializer = serializer if serializer is not None else Serializer(self.name)
+        #: True while a receiver pulls the device itself (``rx_notify``)
+        self._rx_routed = False
+        #: where ``wait`` sleeps while the receive interrupt is routed away
+        #: (the descriptor is then the pulling receiver's alone)
+        self._masked_cv = threading.Condition(threading.Lock())
+        #: threads in ``wait`` with the descriptor masked (under _masked_cv)
+        self._masked = 0
+        #: a thread in ``wait`` sleeps until the hand-back (under _masked_cv)
+        self._masked_long = False
+        #: how many times the interrupt was routed to a receiver
+        self._rx_routes = 0
+        #: wakeup/down/close calls, which end a masked ``wait`` too
+        self._masked_wakeups = 0
 
     # -- properties ---------------------------------------------------------
 
@@ -126,6 +147,7 @@ class TapInterface:
             set_up(self.name, False)
             self._port.drop_queued()
         self._port.wakeup()
+        self._wake_masked()
 
     def transmit(self, frames: Union[Sequence[Frame], FrameBatch]) -> int:
         """Send each Ethernet frame (no FCS) of a sequence or a FrameBatch
@@ -215,16 +237,108 @@ class TapInterface:
         """Sleep, without the GIL, until a frame is queued (True) or ``timeout`` seconds pass (False).
 
         ``wakeup``, ``down`` and ``close`` end it early (False unless a
-        frame is ready).  A down interface returns False at once.
+        frame is ready).  A down interface returns False at once.  While
+        the receive interrupt is routed to a pulling receiver
+        (``rx_notify``) frames do not end it: it sleeps until the receiver
+        hands the device back, then returns True if frames wait.
         """
         self._check_open()
         if not self._up:
             return False
+        if self._rx_routed:
+            return self._wait_masked(timeout)
         return bool(self._port.wait(timeout))
 
+    def _wait_masked(self, timeout: Optional[float]) -> bool:
+        """``wait`` while a receiver pulls: sleep until the device is left
+        unpulled for ``RX_HANDBACK_GRACE`` seconds, a ``wakeup`` or
+        ``timeout``; True if frames wait then."""
+        cv = self._masked_cv
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # Hot: receivers take the device in turn (a stream read by recv
+        # after recv); this thread then looks once a grace, which costs the
+        # receivers nothing, rather than be woken by every hand-back.
+        hot = False
+        with cv:
+            self._masked += 1
+            try:
+                seen = self._masked_wakeups
+                while self._masked_wakeups == seen:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        break
+                    if not hot:
+                        # Flagged and looked at under the lock, which
+                        # rx_notify(None) takes to notify after clearing the
+                        # route when it sees the flag: the hand-back is seen
+                        # either here or by the notify.
+                        self._masked_long = True
+                        try:
+                            if self._rx_routed:
+                                cv.wait(left)
+                        finally:
+                            self._masked_long = False
+                        hot = True
+                        continue
+                    routes = self._rx_routes
+                    cv.wait(RX_HANDBACK_GRACE if left is None else min(left, RX_HANDBACK_GRACE))
+                    if self._rx_routes == routes:
+                        if not self._rx_routed:
+                            break       # left unpulled a whole grace: take over
+                        hot = False     # held without a break: sleep to the hand-back
+            finally:
+                self._masked -= 1
+        return not self._rx_routed and bool(self._port.rx_ready())
+
     def wakeup(self) -> None:
-        """End every ``wait`` in progress (to stop a puller thread)."""
+        """End every ``wait`` in progress (to stop a puller thread) and every ``rx_sleep``."""
         self._port.wakeup()
+        self._wake_masked()
+
+    def rx_ready(self) -> bool:
+        """True if a receive would find a frame (a zero-timeout poll(2), no serializer)."""
+        return bool(self._port.rx_ready())
+
+    def rx_notify(self, fn: Optional[Callable[[], None]]) -> bool:
+        """Route the receive interrupt to a pulling receiver (``fn`` not None)
+        or back to ``wait`` (None).  Frames come from the kernel, not from a
+        thread of this process, so ``fn`` is never called: the pulling
+        receiver sleeps on the descriptor itself in :meth:`rx_sleep` and a
+        write by Linux wakes it directly, while ``wait`` ignores frames
+        until the hand-back (None), which wakes it.  Always True."""
+        if fn is not None:
+            self._rx_routed = True
+            self._rx_routes += 1
+            return True
+        self._rx_routed = False
+        if self._masked_long:
+            with self._masked_cv:
+                self._masked_cv.notify_all()
+        return True
+
+    def rx_sleep_token(self) -> int:
+        """A token for :meth:`rx_sleep`: read it before the last look for
+        work, so that an ``rx_kick`` after the look ends the sleep."""
+        return int(self._port.wake_count)
+
+    def rx_sleep(self, timeout: float, token: int) -> bool:
+        """Sleep, without the GIL, as the pulling receiver: until a frame is
+        queued (True), an ``rx_kick``/``wakeup`` since ``token`` was read, or
+        ``timeout`` seconds (False).  Unlike ``wait`` it sleeps while the
+        device is down (no frame comes then) rather than returning at once."""
+        if self._port.closed:
+            return False
+        return bool(self._port.wait(timeout, token))
+
+    def rx_kick(self) -> None:
+        """End an ``rx_sleep`` in progress (news for the pulling receiver)."""
+        self._port.wakeup()
+
+    def _wake_masked(self) -> None:
+        self._masked_wakeups += 1
+        if self._masked:
+            with self._masked_cv:
+                self._masked_cv.notify_all()
 
     def stats(self) -> dict[str, int]:
         """The device's counters (docs/tap.md): rx_frames, rx_bytes, rx_no_buffer, tx_errors..."""
@@ -235,6 +349,7 @@ class TapInterface:
         with self.serializer:
             self._up = False
             self._port.close()
+        self._wake_masked()
 
     def __enter__(self) -> "TapInterface":
         return self

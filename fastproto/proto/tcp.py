@@ -28,7 +28,7 @@ import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from fastproto._core.gro import Chunk
-from fastproto._core.sockbuf import SockBuf
+from fastproto._core.sockbuf import SendBuf, SockBuf
 from fastproto.proto.tcp_ack import TcpAck
 from fastproto.proto.tcp_output import TcpOutput
 from fastproto.proto.tcp_reassembly import OutOfOrderQueue
@@ -80,7 +80,7 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
         self._ts_offset = random.getrandbits(32)   # RFC 7323 5.4: a random offset per connection
         self._sack_ok = False
         self._passive = False
-        self._sndbuf: Optional[bytearray] = None   # allocated on first send (idle connections stay small)
+        self._sndbuf: Optional[SendBuf] = None     # made on first send (idle connections stay small)
         self._rcvbuf: Optional[SockBuf] = None     # made on first data (_rcvbuf_make)
         self._ooo: Optional[OutOfOrderQueue] = None
         self._fin_queued = self._wr_shut = self._rd_shut = self._orphan = False
@@ -238,23 +238,14 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
                 return 0     # not yet synchronized: nothing may be sent (RFC 9293 3.10.2 queues; we refuse)
         buf = self._sndbuf
         if buf is None:
-            buf = self._sndbuf = bytearray()
+            # Twice the limit: a move of the unacknowledged bytes to the
+            # front then frees at least as much room as it copies.
+            buf = self._sndbuf = SendBuf(2 * self.config.sndbuf)
         room = self.config.sndbuf - len(buf)
         if room <= 0:
             return 0
-        mv = data if data.__class__ is bytes or isinstance(data, (bytes, bytearray)) \
-            else memoryview(data).cast("B")
-        n = len(mv)
-        if n > room:
-            mv = memoryview(mv)[:room]
-            n = room
-        try:
-            buf += mv
-        except BufferError:
-            # An output descriptor's payload view is still alive: move to a fresh buffer
-            # (the old one stays intact under that view).
-            buf = self._sndbuf = bytearray(buf)
-            buf += mv
+        # (output descriptors' payload views of earlier bytes stay intact: sockbuf.pyx SendBuf)
+        n = buf.append(data, room)
         self._output(self.clock())
         if self._events:
             self._flush()

@@ -103,11 +103,8 @@ class TcpAck(TcpFields):
             self._rtt_update(now - self._rtt_time)
             self._rtt_seq = None
         if blen and acked:
-            # (buf is not None: blen counts its bytes)
-            try:
-                del buf[:acked if acked <= blen else blen]   # type: ignore[union-attr]
-            except BufferError:
-                self._sndbuf = buf[acked if acked <= blen else blen:]  # type: ignore[index]
+            # (buf is not None: blen counts its bytes; views of them stay intact)
+            buf.drop(acked if acked <= blen else blen)   # type: ignore[union-attr]
             if blen >= self.config.sndbuf:
                 self._events |= EV_WRITABLE     # a writer may be waiting for room
         mss = self.snd_mss

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 from fastproto.wire.tcp import ACK, FIN, RST, SYN, URG
 
 if TYPE_CHECKING:
-    from fastproto._core.sockbuf import SockBuf
+    from fastproto._core.sockbuf import SendBuf, SockBuf
     from fastproto.proto.tcp_reassembly import OutOfOrderQueue
     from fastproto.proto.tcp_sack import SackScoreboard
     from fastproto.proto.tcp_timers import TcpConfig
@@ -104,7 +104,7 @@ class TcpFields:
     _ts_offset: int
     _sack_ok: bool
     _passive: bool
-    _sndbuf: Optional[bytearray]
+    _sndbuf: Optional[SendBuf]
     _fin_queued: bool
     _wr_shut: bool
     _rd_shut: bool
