@@ -58,6 +58,8 @@ class Case:
     #: of ``work`` took by its own measure (e.g. a median round trip); the
     #: best of a few calls is taken
     self_timed: bool = False
+    #: how many self-timed calls the best is taken of (0: SELF_TIMED_REPEATS)
+    repeats: int = 0
     note: str = ""
 
 
@@ -152,7 +154,7 @@ def _seconds(case: Case, fn: Callable[[], object], min_time: float) -> float:
     """Seconds per call of ``fn`` (per unit of work for a self-timed case)."""
     if case.self_timed:
         fn()
-        return min(float(fn()) for _ in range(SELF_TIMED_REPEATS))  # type: ignore[arg-type]
+        return min(float(fn()) for _ in range(case.repeats or SELF_TIMED_REPEATS))  # type: ignore[arg-type]
     return seconds_per_call(fn, min_time, single_shot=case.single_shot)
 
 
