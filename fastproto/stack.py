@@ -428,39 +428,31 @@ class Stack(StackIpv4, StackIpv6, StackUdp):
         Returns False at once if there is something to do already."""
         cont = sock._cont
         rx_sleep = self._rx_sleep
-        if rx_sleep is not None:
-            # A device fed by the kernel (TAP): sleep on its descriptor, so a
-            # frame wakes this thread with no other one in between.  The
-            # token is read before arming: a kick after it ends the sleep.
-            token = self.interface.rx_sleep_token()
-            self._bell_armed = True
-            try:
-                # (frames already queued end the sleep at once: no look here)
-                if sock._readable() or (cont is not None and cont.pending):
-                    return False
-                woken = rx_sleep(timeout, token)
-            finally:
-                self._bell_armed = False
-            if woken:
-                sock.reader_wakeups += 1
-                self._pulling_wakeups += 1
-            return woken
+        # A device fed by the kernel (TAP) is slept on through its
+        # descriptor, so a frame wakes this thread with no other one in
+        # between; its token is read before arming: a kick after it ends
+        # the sleep.  Other devices ring the doorbell.
+        token = self.interface.rx_sleep_token() if rx_sleep is not None else None
         self._bell_armed = True
         try:
             # Looked at only after arming: anything that changes what is seen
             # here afterwards rings (under the GIL these steps are ordered).
-            if sock._readable() or self.interface.rx_ready() or \
-                    (cont is not None and cont.pending):
+            # (Frames already on a TAP end its sleep at once: no look there.)
+            if sock._readable() or (cont is not None and cont.pending) or \
+                    (rx_sleep is None and self.interface.rx_ready()):
                 return False
-            woken = self._bell.acquire(True, timeout)     # (positional: keywords parse slowly)
+            if rx_sleep is not None:
+                woken = rx_sleep(timeout, token)
+            else:
+                woken = self._bell.acquire(True, timeout)     # (positional: keywords parse slowly)
         finally:
             self._bell_armed = False
         if woken:
             sock.reader_wakeups += 1
             self._pulling_wakeups += 1
-        # Not woken: a ring may still come (it saw the arming before the
-        # finally above); the lock is then left released and the next sleep
-        # returns at once, a harmless extra look.
+        # Not woken by the doorbell: a ring may still come (it saw the arming
+        # before the finally above); the lock is then left released and the
+        # next sleep returns at once, a harmless extra look.
         return woken
 
     def _receiver_pull(self, sock: DatagramSocket) -> bool:

@@ -516,22 +516,13 @@ class TCPSocket(Timeouts):
         with self._lock:
             if self.stack.dispatch.lazy_receiver and (len(self.pcq) or self._tcb is not None):
                 self._run_input_locked()    # (with nothing queued it has nothing to do)
-            if conn._rcvbuf:
-                # Data waiting, the common case: what the loop below does for
-                # it, without making its readiness test.
-                try:
-                    return take(conn, arg)
-                except BlockingIOError:
-                    pass
-                finally:
-                    if self._out or self._events or self._tcb is not None:
-                        self._after_call()
             # Ready: data, an error, or the end of the stream (eof covers CLOSED);
             # conn.readable spelt out, as this is looked at several times a call.
             ready = lambda: (conn._rcvbuf or conn.error is not None or conn._fin_rcvd  # noqa: E731
                              or conn._rd_shut or conn.state == CLOSED or conn.state == TIME_WAIT)
             while True:
-                empty = not ready()
+                # (data waiting, the common case, is seen without the call)
+                empty = not (conn._rcvbuf or ready())
                 if not empty:
                     try:
                         return take(conn, arg)
@@ -731,14 +722,7 @@ class TCPSocket(Timeouts):
                 # The fields every segment needs, read in one compiled call.
                 fields = tcp_fields(rows_all, hs)
             heads = range(n)
-        out = self._out
         for j, k in enumerate(heads):
-            if out:
-                # What the segment before made goes out before this one runs:
-                # its payload views pin the send buffer, which an ACK here
-                # would otherwise copy whole to trim (TcpAck._ack_advance).
-                stack.tcp.output(self, out[:])
-                out.clear()
             h = handles[k]
             fk = fields[j]
             f, tflags, seq, ack, win, off, plen, sport, dport, tsval, tsecr = fk

@@ -5,29 +5,19 @@ import errno
 import ipaddress
 import socket
 import threading
-import time
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 from scapy.layers.inet import ICMP, IP, UDP, UDPerror
 from scapy.layers.l2 import ARP, Ether
 
+from concurrency import wait_until
 from fastproto.dispatch import MODELS
 from fastproto.phy.link import LinkPair
 from fastproto.stack import Stack
 
 A_IP, B_IP = "198.18.0.1", "198.18.0.2"
 
-
-def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll ``cond`` until it holds or ``timeout`` seconds pass (the wire and the
-    stacks' threads run on their own)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.002)
-    return cond()
 
 
 @pytest.fixture(params=MODELS)

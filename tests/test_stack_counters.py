@@ -3,13 +3,12 @@ the demux's answer in one call, and the stack's totals include what TCP
 counts for it."""
 from __future__ import annotations
 
-import sys
-import threading
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from concurrency import run_switching_often
 from fastproto import BufferPool, Demux, PCBTable, PCQ
 from fastproto._core.counters import count
 from fastproto.wire import ETH_P_IP, ethernet, icmp_echo, ipv4, udp
@@ -56,18 +55,8 @@ def test_count_adds_to_other_mappings_through_their_own_methods():
 
 def test_count_from_threads_switching_often_loses_no_increment():
     c: dict[str, int] = {}
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        ts = [threading.Thread(target=lambda k=k: [count(c, ("x", "y")[i & 1], k)
-                                                   for i in range(20_000)])
-              for k in (1, 2, 3, 4)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-    finally:
-        sys.setswitchinterval(old)
+    run_switching_often([lambda k=k: [count(c, ("x", "y")[i & 1], k) for i in range(20_000)]
+                         for k in (1, 2, 3, 4)])
     assert c == {"x": 10_000 * 10, "y": 10_000 * 10}
 
 

@@ -10,8 +10,7 @@ import errno
 import ipaddress
 import random
 import socket
-import time
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -26,6 +25,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from scapy.utils6 import in6_getnsma, in6_getnsmac, in6_mactoifaceid
 
+from concurrency import wait_until
 from fastproto.dispatch import MODELS
 from fastproto.phy.link import LinkEnd, LinkPair
 from fastproto.stack import Stack
@@ -34,14 +34,6 @@ A_IP, B_IP = "198.18.0.1", "198.18.0.2"
 A6, B6 = "2001:2::1", "2001:2::2"
 ALL_NODES_MAC = "33:33:00:00:00:01"
 
-
-def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.002)
-    return cond()
 
 
 def mac(b: bytes) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
 
+from concurrency import wait_until
 from fastproto import BufferPool, Demux, PCBTable, PCQ
 from fastproto._core.gro import coalesce, stage_segment
 from fastproto._core.parse import Flag
@@ -286,14 +286,6 @@ def test_staged_bytes_are_the_good_prefix_the_oracle_finds(sizes, bad, v6, seed)
 
 
 # -- end to end: a stack and a hand-driven peer ------------------------------------
-
-def wait_until(cond, timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.002)
-    return cond()
 
 
 class Peer:

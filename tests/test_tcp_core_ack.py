@@ -56,15 +56,21 @@ def segment(seq: int, n: int = MSS, flags: str = "A", tsval: int | None = TS_REC
     return bytes(raw)
 
 
-@pytest.fixture
-def core():
-    pool = BufferPool(256)
+def make_core(n: int = 256):
+    """A pool of ``n`` buffers, a demux and the PCQ of socket SOCK, whose
+    connected pcb is in the table (unarmed)."""
+    pool = BufferPool(n)
     table = PCBTable(nbuckets=64)
     demux = Demux(pool, table, max_sockets=8, capacity=32, verify_l4=True)
-    pcq = PCQ(256)
+    pcq = PCQ(n)
     demux.attach(SOCK, pcq)
     table.insert(6, LOCAL, LPORT, PEER, PPORT, SOCK)
     return pool, demux, pcq
+
+
+@pytest.fixture
+def core():
+    return make_core()
 
 
 def arm(demux: Demux, ts: bool = True, ack_bytes: int = 0, rcv_wnd: int = WND) -> bool:
@@ -164,12 +170,8 @@ def test_a_pure_ack_from_the_peer_changes_nothing(core):
 def test_acks_follow_the_rule_for_any_in_sequence_batches(sizes):
     # Oracle: ACK once two MSS are unacknowledged, and what is left at the end
     # of each batch; the ACK numbers are the running sums at those points.
-    pool = BufferPool(64)
-    table = PCBTable(nbuckets=64)
-    demux = Demux(pool, table, max_sockets=8, capacity=32, verify_l4=True)
-    pcq = PCQ(64)
-    demux.attach(SOCK, pcq)
-    table.insert(6, LOCAL, LPORT, PEER, PPORT, SOCK)
+    # (a fresh core per example: Hypothesis runs examples without fixtures)
+    pool, demux, pcq = make_core(64)
     assert arm(demux)
     seq = IRS
     for batch in sizes:
@@ -285,12 +287,8 @@ def test_a_corrupted_segment_is_never_acknowledged(core):
        cut=st.integers(0, 100))
 @settings(max_examples=60, deadline=None)
 def test_malformed_frames_never_crash_or_get_acks(junk, cut):
-    pool = BufferPool(64)
-    table = PCBTable(nbuckets=64)
-    demux = Demux(pool, table, max_sockets=8, capacity=32, verify_l4=True)
-    pcq = PCQ(64)
-    demux.attach(SOCK, pcq)
-    table.insert(6, LOCAL, LPORT, PEER, PPORT, SOCK)
+    # (a fresh core per example: Hypothesis runs examples without fixtures)
+    pool, demux, pcq = make_core(64)
     assert arm(demux)
     whole = segment(IRS)
     frames = junk + [whole[:cut], whole[:14] + bytes(20)]

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import importlib
-import sys
 import threading
 
+from concurrency import run_switching_often
 from fastproto.proto.tcp import TcpConnection
 from fastproto.proto.tcp_timers import TcpConfig, count
 
 
 def _hammer(fn, threads: int = 4, per_thread: int = 20_000) -> None:
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)   # switch threads as often as CPython allows
-    try:
-        ts = [threading.Thread(target=lambda: [fn() for _ in range(per_thread)])
-              for _ in range(threads)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-    finally:
-        sys.setswitchinterval(old)
+    run_switching_often([lambda: [fn() for _ in range(per_thread)]] * threads)
 
 
 def test_count_from_many_threads_loses_no_increment():
@@ -43,16 +33,7 @@ def test_connections_sharing_a_config_count_every_event():
         for _ in range(20_000):
             mine._count("tcp.dup_acks")
 
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        ts = [threading.Thread(target=worker) for _ in conns]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-    finally:
-        sys.setswitchinterval(old)
+    run_switching_often([worker] * len(conns))
     assert cfg.counters["tcp.dup_acks"] == 4 * 20_000
 
 

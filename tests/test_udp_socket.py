@@ -5,12 +5,13 @@ import errno
 import socket
 import threading
 import time
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from concurrency import wait_until
 from fastproto.dispatch import MODELS
 from fastproto.phy.link import LinkPair
 from fastproto.socket import UDP_MAX_PAYLOAD, DatagramSocket
@@ -295,14 +296,6 @@ def test_close_wakes_a_blocked_reader(model: str) -> None:
     assert not t.is_alive()
     assert [e.errno for e in errors] == [errno.EBADF]
 
-
-def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.002)
-    return cond()
 
 
 def test_lrp_select_runs_the_socket_work_itself() -> None:

@@ -12,6 +12,7 @@
 # alloc and free at once.
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
+cimport numpy as cnp
 
 
 cdef extern from "buffers.h" nogil:
@@ -62,3 +63,8 @@ cdef class Batch:
     cdef uint32_t *length_ptr           # == _lengths' data
     cdef readonly Py_ssize_t capacity
     cdef readonly Py_ssize_t count      # rows 0..count-1 are in use
+
+
+# The slots of a receive call's outputs (uint64 handles, uint32 lengths):
+# the shorter length; ValueError unless both are writable, 1-D, C-contiguous.
+cdef Py_ssize_t handle_outputs_room(cnp.ndarray handles_out, cnp.ndarray lengths_out) except -1

@@ -150,17 +150,9 @@ cdef class BufferPool:
         buffer (or of room in the outputs).  The receive path of a device
         whose ring holds ``bytes``: one call per batch, however small.
         TypeError (nothing stored) if a frame is not ``bytes``."""
-        if cnp.PyArray_TYPE(handles_out) != cnp.NPY_UINT64 or \
-                cnp.PyArray_TYPE(lengths_out) != cnp.NPY_UINT32 or \
-                cnp.PyArray_NDIM(handles_out) != 1 or cnp.PyArray_NDIM(lengths_out) != 1 or \
-                not cnp.PyArray_IS_C_CONTIGUOUS(handles_out) or \
-                not cnp.PyArray_IS_C_CONTIGUOUS(lengths_out) or \
-                not cnp.PyArray_ISWRITEABLE(handles_out) or \
-                not cnp.PyArray_ISWRITEABLE(lengths_out):
-            raise ValueError("outputs must be writable 1-D contiguous uint64 and uint32 arrays")
+        cdef Py_ssize_t room = handle_outputs_room(handles_out, lengths_out)
         cdef uint64_t *hs = <uint64_t *>cnp.PyArray_DATA(handles_out)
         cdef uint32_t *ls = <uint32_t *>cnp.PyArray_DATA(lengths_out)
-        cdef Py_ssize_t room = min(cnp.PyArray_DIM(handles_out, 0), cnp.PyArray_DIM(lengths_out, 0))
         cdef Py_ssize_t stored = 0, oversize = 0, nbytes = 0, n
         cdef uint64_t h
         for f in frames:
@@ -298,3 +290,18 @@ cdef class Batch:
 
     def __repr__(self):
         return f"<Batch {self.count}/{self.capacity} packets>"
+
+
+cdef Py_ssize_t handle_outputs_room(cnp.ndarray handles_out, cnp.ndarray lengths_out) except -1:
+    """The slots of a receive call's outputs, ``handles_out`` (uint64) and
+    ``lengths_out`` (uint32): the shorter length.  ValueError unless both
+    are writable, 1-D and C-contiguous of those types."""
+    if cnp.PyArray_TYPE(handles_out) != cnp.NPY_UINT64 or \
+            cnp.PyArray_TYPE(lengths_out) != cnp.NPY_UINT32 or \
+            cnp.PyArray_NDIM(handles_out) != 1 or cnp.PyArray_NDIM(lengths_out) != 1 or \
+            not cnp.PyArray_IS_C_CONTIGUOUS(handles_out) or \
+            not cnp.PyArray_IS_C_CONTIGUOUS(lengths_out) or \
+            not cnp.PyArray_ISWRITEABLE(handles_out) or \
+            not cnp.PyArray_ISWRITEABLE(lengths_out):
+        raise ValueError("outputs must be writable 1-D contiguous uint64 and uint32 arrays")
+    return min(cnp.PyArray_DIM(handles_out, 0), cnp.PyArray_DIM(lengths_out, 0))

@@ -26,7 +26,8 @@ cdef extern from "stdlib.h" nogil:
 
 cimport numpy as cnp
 
-from fastproto._core.buffers cimport BufferPool, buf_ptr, bufpool_alloc, bufpool_t
+from fastproto._core.buffers cimport (BufferPool, buf_ptr, bufpool_alloc, bufpool_t,
+                                      handle_outputs_room)
 
 cnp.import_array()
 
@@ -282,19 +283,11 @@ def store_frames(BufferPool pool not None, entries, cnp.ndarray handles_out not 
     want of a buffer.  TypeError (nothing stored) for another kind of entry.
     The receive path of a device whose ring holds bytes and batches: one call
     however many frames, long copies without the GIL."""
-    if cnp.PyArray_TYPE(handles_out) != cnp.NPY_UINT64 or \
-            cnp.PyArray_TYPE(lengths_out) != cnp.NPY_UINT32 or \
-            cnp.PyArray_NDIM(handles_out) != 1 or cnp.PyArray_NDIM(lengths_out) != 1 or \
-            not cnp.PyArray_IS_C_CONTIGUOUS(handles_out) or \
-            not cnp.PyArray_IS_C_CONTIGUOUS(lengths_out) or \
-            not cnp.PyArray_ISWRITEABLE(handles_out) or \
-            not cnp.PyArray_ISWRITEABLE(lengths_out):
-        raise ValueError("outputs must be writable 1-D contiguous uint64 and uint32 arrays")
+    cdef Py_ssize_t room = handle_outputs_room(handles_out, lengths_out)
     if type(entries) is not list:
         entries = list(entries)
     cdef uint64_t *hs = <uint64_t *>cnp.PyArray_DATA(handles_out)
     cdef uint32_t *ls = <uint32_t *>cnp.PyArray_DATA(lengths_out)
-    cdef Py_ssize_t room = min(cnp.PyArray_DIM(handles_out, 0), cnp.PyArray_DIM(lengths_out, 0))
     cdef Py_ssize_t ne = PyList_GET_SIZE(entries), i, j, nf = 0, nsrc = 0
     cdef size_t total = 0
     cdef object e

@@ -622,6 +622,19 @@ static inline int tap_rx_error(tap_stats_t *st, int e, size_t got)
     return got == 0 ? -e : 0;
 }
 
+/* No free pool buffer for the next frame: dequeue it into ``spill`` (one
+ * read is one frame on a TAP fd: a short read still takes all of it) and
+ * count it in rx_no_buffer, the drop at the FIFO.  Returns as
+ * tap_rx_error: 1 to go on, 0 to stop, -e to return. */
+static inline int tap_rx_drop_no_buffer(tap_t *t, uint8_t *spill, size_t spill_len, size_t got)
+{
+    if (read(t->fd, spill, spill_len) >= 0) {
+        t->st.rx_no_buffer++;
+        return 1;
+    }
+    return tap_rx_error(&t->st, errno, got);
+}
+
 /* tap_rx_batch with offloads on: pending segments first, then at most n
  * reads, each a virtio_net_hdr, a pool buffer, the scratch area past a
  * buffer's length (where a super-frame's tail lands) and a spill byte. */
@@ -645,12 +658,7 @@ static inline ssize_t tap_rx_batch_vnet(tap_t *t, bufpool_t *p, uint64_t *handle
         uint64_t h;
         ssize_t r;
         if (!bufpool_alloc(p, &h)) {
-            r = read(t->fd, spill, sizeof spill);
-            if (r >= 0) {
-                st->rx_no_buffer++;
-                continue;
-            }
-            int a = tap_rx_error(st, errno, got);
+            int a = tap_rx_drop_no_buffer(t, spill, sizeof spill, got);
             if (a > 0)
                 continue;
             if (a < 0)
@@ -769,12 +777,7 @@ static inline ssize_t tap_rx_batch(tap_t *t, bufpool_t *p, uint64_t *handles, ui
         uint64_t h;
         ssize_t r;
         if (!bufpool_alloc(p, &h)) {
-            r = read(t->fd, spill, sizeof spill);
-            if (r >= 0) {
-                st->rx_no_buffer++;
-                continue;
-            }
-            int a = tap_rx_error(st, errno, got);
+            int a = tap_rx_drop_no_buffer(t, spill, sizeof spill, got);
             if (a > 0)
                 continue;
             if (a < 0)
