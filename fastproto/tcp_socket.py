@@ -45,11 +45,11 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 from fastproto._core.counters import count
-from fastproto._core.gro import coalesce, stage_segment
+from fastproto._core.gro import coalesce, fold_acks, stage_segment
 from fastproto._core.parse import Flag
 from fastproto._core.pcq import PCQ
 from fastproto._core.tcpseg import tcp_checksum_ok, tcp_fields
-from fastproto.proto.tcp import (CLOSED, ERROR_EXCEPTIONS, ESTABLISHED, EV_READABLE,
+from fastproto.proto.tcp import (CLOSE_WAIT, CLOSED, ERROR_EXCEPTIONS, ESTABLISHED, EV_READABLE,
                                  EV_STATE, SYN_SENT, TIME_WAIT, TcpConnection)
 from fastproto.proto.tcp_listen import Listener, TcpOptions
 from fastproto.proto.tcp_states import RECEIVING
@@ -698,6 +698,17 @@ class TCPSocket(Timeouts):
                 # verified by the demux, then copied by the connection
                 return 2 * plen, plen
         stack = self.stack
+        if (n > 1 and conn is not None and not listening and conn.state in _FOLDING
+                and not conn._in_recovery and not conn._dupacks and conn._t_persist is None):
+            # ACK coalescing (fastproto._core.gro.fold_acks): a sender takes its
+            # peer's ACKs a batch at a time, and runs once per run of them.
+            got = fold_acks(rows_all, hs, conn.snd_una, conn.snd_max, conn.rcv_nxt,
+                            conn._ts_ok, conn.ts_recent)
+            if got is not None:
+                hs, folded = got
+                n = len(hs)
+                conn.acks_folded(folded)
+                stack.tcp.count("tcp.acks_coalesced", folded)
         handles = hs.tolist()
         chunks: Any = None
         heads: Any = None
@@ -972,6 +983,8 @@ class TCPSocket(Timeouts):
 
 
 # Plain ints: IntFlag arithmetic costs a call per segment.
+#: states whose ACKs may be coalesced: synchronized, our side still sending
+_FOLDING = (ESTABLISHED, CLOSE_WAIT)
 _RARE_OPTIONS = int(Flag.TCP_MSS | Flag.TCP_WSCALE | Flag.TCP_SACK_PERM | Flag.TCP_SACK)
 _TS = int(Flag.TCP_TS)
 _FRAGMENT = int(Flag.FRAGMENT)

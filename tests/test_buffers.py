@@ -56,6 +56,18 @@ def test_free_then_realloc():
     assert pool.alloc() is None
 
 
+def test_the_buffers_freed_last_are_handed_out_first():
+    # (a batch's buffers come back for the next batch while still in cache)
+    pool = BufferPool(64, 16)
+    first = pool.alloc_many(8).tolist()
+    pool.free_many(first)
+    assert pool.alloc_many(8).tolist() == first
+    h = pool.alloc()
+    pool.free(h)
+    assert pool.alloc() == h
+    assert pool.available == 64 - 9
+
+
 def test_double_free_raises_and_pool_stays_intact():
     pool = BufferPool(4, 16)
     h = pool.alloc()

@@ -17,6 +17,7 @@ from fastproto._core.parse import PARSED_DTYPE, parse
 from fastproto._core.sockbuf import SockBuf
 from fastproto.phy.link import LinkPair
 from fastproto.proto.tcp import ESTABLISHED
+from fastproto.proto.tcp_timers import TcpConfig
 from fastproto.stack import Stack
 from fastproto.wire.tcp import ACK, PSH, TcpSegment
 
@@ -285,8 +286,8 @@ def test_bulk_data_is_coalesced():
     assert got == sent and merged > 0
 
 
-def _established():
-    wire = Wire(seed=1)
+def _established(config_b=None):
+    wire = Wire(seed=1, config_b=config_b)
     wire.b.listen(iss=777)
     wire.a.connect(iss=1)
     wire.run(until=lambda: wire.a.state == ESTABLISHED and wire.b.state == ESTABLISHED)
@@ -306,16 +307,43 @@ def _chunk_for(b, seq, data, n, ts=True):
     return seg
 
 
-def test_an_in_order_chunk_is_acked_at_its_middle_and_its_end():
-    wire = _established()
-    b = wire.b
+def _acks_for_chunk(b, n, size=1200):
+    """The ACK numbers ``b`` sends for an in-order chunk of ``n`` segments,
+    as offsets from RCV.NXT; the data is then read whole."""
     nxt = b.rcv_nxt
     sent = []
     b.output = sent.append
-    data = os.urandom(6 * 1200)
-    b.input(_chunk_for(b, nxt, data, 6))
-    assert [d[1] for d in sent] == [(nxt + 3600) % 2**32, (nxt + 7200) % 2**32]
-    assert b.recv(10000) == data
+    data = os.urandom(n * size)
+    b.input(_chunk_for(b, nxt, data, n))
+    acks = [(d[1] - nxt) % 2**32 for d in sent if d[2] == ACK]
+    assert b.recv(1 << 20) == data
+    return acks
+
+
+def test_at_first_an_in_order_chunk_is_acked_every_second_segment():
+    # (the sender's slow start grows by two segments an ACK at most)
+    wire = _established()
+    assert _acks_for_chunk(wire.b, 6) == [2400, 4800, 7200]
+    assert _acks_for_chunk(wire.b, 5) == [2400, 4800, 6000]
+
+
+def test_an_in_order_chunk_is_acked_at_its_middle_and_its_end():
+    wire = _established()
+    b = wire.b
+    # past the first two buffers' worth of data
+    for _ in range(2 * b.config.rcvbuf // (40 * 1200) + 1):
+        _acks_for_chunk(b, 40)
+    assert _acks_for_chunk(b, 6) == [3600, 7200]
+
+
+def test_quick_acks_end_once_the_peer_fills_the_window():
+    wire = _established(TcpConfig(rcvbuf=16 * 1200))
+    b = wire.b
+    assert _acks_for_chunk(b, 4) == [2400, 4800]
+    # a chunk that fills what is left of the window: the peer's window, not
+    # its slow start, holds it back from now on
+    assert _acks_for_chunk(b, 15) == [2400 * i for i in range(1, 8)] + [18000]
+    assert _acks_for_chunk(b, 6) == [3600, 7200]
 
 
 def test_an_out_of_order_chunk_gets_a_duplicate_ack_per_segment():

@@ -27,6 +27,16 @@ cdef enum:
     _ALIGN = 64
 
 
+cdef void _fault_in(volatile uint8_t *p, size_t n) noexcept nogil:
+    """Touch every page of ``p[0:n]`` (all zero already): a pool is faulted
+    in when it is made, as a driver fills its receive ring before the link
+    comes up, so the first frames it takes do not pay the page faults
+    (with transparent huge pages, 2 MiB zeroed by each)."""
+    cdef size_t i
+    for i in range(0, n, 4096):
+        p[i] = 0
+
+
 cdef uint64_t _handle_of(object handle) except? 0xFFFFFFFFFFFFFFFF:
     """The uint64 value of a handle; ValueError for negative ones."""
     ix = _operator.index(handle)
@@ -55,6 +65,7 @@ cdef class BufferPool:
             raise MemoryError(f"a pool of {count} buffers of {size} bytes is too large")
         raw = _np.zeros(count * size + _ALIGN, dtype=_np.uint8)
         cdef size_t addr = <size_t>cnp.PyArray_DATA(<cnp.ndarray>raw)
+        _fault_in(<volatile uint8_t *>addr, count * size + _ALIGN)
         cdef Py_ssize_t skip = (-addr) & (_ALIGN - 1)
         data = raw[skip:skip + count * size].reshape(count, size)
         self.pool = bufpool_create(<uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>data),

@@ -13,7 +13,7 @@
 # checksums the demux deferred (checksum on copy).  See docs/tcp.md
 # ("Segmentation and coalescing", "Checksum on copy").
 
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
 from fastproto._core.parse cimport parsed_t
 from fastproto._core.sockbuf cimport SockBuf
@@ -24,6 +24,18 @@ cdef Py_ssize_t gro_coalesce(const parsed_t *rows, Py_ssize_t n, uint32_t max_by
 cdef Py_ssize_t gro_coalesce_handles(const parsed_t *table, const uint64_t *handles, Py_ssize_t n,
                                      uint32_t max_bytes, uint32_t *first, uint32_t *count,
                                      uint32_t *total) noexcept nogil
+# ACK coalescing: what gro_fold_acks needs of the connection.
+ctypedef struct ack_tcb_t:
+    uint32_t snd_una
+    uint32_t snd_max
+    uint32_t rcv_nxt
+    uint32_t ts_recent
+    bint ts_ok
+
+# keep[i] = 0 for the pure ACKs of table[handles[0..n-1]] that the next segment
+# covers (folded into it), 1 for the rest; returns how many are folded.
+cdef Py_ssize_t gro_fold_acks(const parsed_t *table, const uint64_t *handles, Py_ssize_t n,
+                              const ack_tcb_t *tcb, uint8_t *keep) noexcept nogil
 # Pieces 0..n-1: lens[i] bytes at base + offs[i], parsed as rows[i]; copied
 # end to end to dst (NULL: verified only), each deferred checksum verified on
 # the way.  Returns the number of pieces before the first bad one (n: all good).

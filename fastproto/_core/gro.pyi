@@ -16,6 +16,7 @@ class Chunk:
     reread: int
     committed: bool
     def __len__(self) -> int: ...
+    def ack_points(self, every: int = 2) -> list[int]: ...
     def stage_into(self, buf: SockBuf) -> int: ...
     def verify(self) -> int: ...
     def unstage(self) -> None: ...
@@ -31,3 +32,8 @@ def coalesce(rows: npt.NDArray[Any], handles: npt.NDArray[np.uint64], pool_data:
 def stage_segment(rows: npt.NDArray[Any], handle: int, pool_data: npt.NDArray[np.uint8],
                   buf: SockBuf) -> Optional[Chunk]:
     """The segment's payload staged onto ``buf`` (checksum verified in the copy), or None when bad."""
+
+def fold_acks(rows: npt.NDArray[Any], handles: npt.NDArray[np.uint64], snd_una: int, snd_max: int,
+              rcv_nxt: int, ts_ok: bool = False,
+              ts_recent: int = 0) -> Optional[tuple[npt.NDArray[np.uint64], int]]:
+    """The handles without the pure ACKs the next segment covers, and how many those were."""

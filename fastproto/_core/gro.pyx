@@ -29,6 +29,16 @@ connection sees the chunk; the connection's :meth:`Chunk.append_to` then
 takes the staged bytes as they are.  A piece with a bad checksum ends the
 chunk there: the good pieces before it stay, the rest are given up.
 :func:`stage_segment` does the same for a segment on its own.
+
+ACK coalescing (:func:`fold_acks`), as FreeBSD's LRO compresses ACKs: a
+sender takes a batch of its peer's ACKs at once, and a pure ACK that the
+next segment of the batch acknowledges beyond tells the connection nothing
+that one does not, so the connection runs once for the pair.  Folded only:
+ACK flag alone, no payload, no options but the timestamps, checksum
+verified; at RCV.NXT; SND.UNA < ACK < next ACK =< SND.MAX (a duplicate ACK,
+a loss signal, is never folded; nor an ACK whose successor would be
+dropped); TSval at least TS.Recent and never going back.  The window field
+the connection keeps is the later segment's, as RFC 9293 3.10.7.4 would.
 """
 cimport numpy as cnp
 from cpython.buffer cimport PyBuffer_FillInfo
@@ -130,6 +140,56 @@ cdef Py_ssize_t gro_coalesce_handles(const parsed_t *table, const uint64_t *hand
     return _coalesce(table, handles, n, max_bytes, first, count, total)
 
 
+cdef inline bint _pure_ack(const parsed_t *r) noexcept nogil:
+    """A verified TCP segment that only acknowledges: no payload, flags ACK
+    alone, no options but the timestamps."""
+    return (r.proto == _IPPROTO_TCP and (r.flags & PF_L4) and (r.flags & PF_L4_CSUM_OK)
+            and not (r.flags & (PF_FRAGMENT | PF_L4_CSUM_DEFERRED | _OTHER_OPTIONS))
+            and r.payload_len == 0 and r.tcp_flags == _ACK)
+
+
+cdef inline bint _ack_folds(const parsed_t *r, const parsed_t *nxt,
+                            const ack_tcb_t *tcb) noexcept nogil:
+    """May pure ACK ``r`` be folded into the ACK ``nxt`` that follows it?"""
+    if not (_pure_ack(r) and _pure_ack(nxt)):
+        return False
+    # Both acceptable as they stand (RFC 9293 3.10.7.4 "first"): at RCV.NXT.
+    if r.tcp_seq != tcb.rcv_nxt or nxt.tcp_seq != tcb.rcv_nxt:
+        return False
+    # SND.UNA < r.ACK < nxt.ACK =< SND.MAX: ``r`` is new (a duplicate ACK is
+    # a loss signal of its own and is never folded, RFC 5681 3.2), and
+    # ``nxt`` covers it and is acceptable (an ACK of unsent data is dropped,
+    # and would take ``r`` with it).
+    if <int32_t>(r.tcp_ack - tcb.snd_una) <= 0 or <int32_t>(nxt.tcp_ack - r.tcp_ack) <= 0 \
+            or <int32_t>(nxt.tcp_ack - tcb.snd_max) > 0:
+        return False
+    if r.sport != nxt.sport or r.dport != nxt.dport or r.ip_version != nxt.ip_version:
+        return False
+    if tcb.ts_ok:
+        # Both pass PAWS (RFC 7323 5.3) if ``r`` does: TSval never goes back.
+        if not (r.flags & nxt.flags & PF_TCP_TS):
+            return False
+        if <int32_t>(r.tcp_tsval - tcb.ts_recent) < 0 or <int32_t>(nxt.tcp_tsval - r.tcp_tsval) < 0:
+            return False
+    elif (r.flags | nxt.flags) & PF_TCP_TS:
+        return False
+    return memcmp(r.src, nxt.src, 16) == 0 and memcmp(r.dst, nxt.dst, 16) == 0
+
+
+cdef Py_ssize_t gro_fold_acks(const parsed_t *table, const uint64_t *handles, Py_ssize_t n,
+                              const ack_tcb_t *tcb, uint8_t *keep) noexcept nogil:
+    """Mark in ``keep`` (n bytes) the segments table[handles[i]] that stand on
+    their own (1) and the pure ACKs the next segment covers (0); returns how
+    many are folded."""
+    cdef Py_ssize_t i, folded = 0
+    for i in range(n - 1):
+        keep[i] = not _ack_folds(&table[handles[i]], &table[handles[i + 1]], tcb)
+        folded += not keep[i]
+    if n > 0:
+        keep[n - 1] = 1
+    return folded
+
+
 cdef Py_ssize_t gro_stage(unsigned char *dst, const unsigned char *base,
                           const unsigned long long *offs, const unsigned int *lens,
                           const parsed_t *const *rows, Py_ssize_t n) noexcept nogil:
@@ -178,6 +238,20 @@ cdef class Chunk:
 
     def __dealloc__(self):
         free(self._offs)
+
+    def ack_points(self, Py_ssize_t every=2):
+        """The payload byte offsets at which a receiver acknowledging every
+        ``every``-th segment would send an ACK, before the chunk's end: after
+        segments ``every``, ``2 * every``, ... (a list of ints, increasing)."""
+        if every < 1:
+            raise ValueError(f"every must be at least 1, not {every}")
+        cdef list out = []
+        cdef Py_ssize_t j, at = 0
+        for j in range(self._n - 1):
+            at += self._lens[j]
+            if (j + 1) % every == 0:
+                out.append(at)
+        return out
 
     def __len__(self):
         return self._total
@@ -427,3 +501,58 @@ def stage_segment(cnp.ndarray rows not None, uint64_t handle, cnp.ndarray pool_d
     ch._lens[0] = row.payload_len
     ch._summarise(1)
     return ch if ch.stage_into(buf) else None
+
+
+def fold_acks(rows, handles, uint32_t snd_una, uint32_t snd_max, uint32_t rcv_nxt,
+              bint ts_ok=False, uint32_t ts_recent=0):
+    """ACK coalescing: the segments ``handles`` (uint64, in PCQ order) of one
+    connection, parsed as rows ``handles[i]`` of ``rows`` (the demux's table),
+    without the pure ACKs that the segment right after them acknowledges
+    beyond (see the module docstring).  The connection's SND.UNA, SND.MAX,
+    RCV.NXT, whether it uses timestamps and its TS.Recent decide which are
+    safe to fold.
+
+    Returns ``(kept, folded)``: the handles that stand on their own, in
+    order (a new uint64 array), and how many were folded; or None when none
+    was.  Raises ValueError for arrays of another kind and IndexError for a
+    handle beyond ``rows`` (nothing is read then)."""
+    cdef cnp.ndarray r = rows
+    cdef cnp.ndarray h = _np.ascontiguousarray(handles, dtype=_np.uint64)
+    if r.dtype != PARSED_DTYPE or r.ndim != 1 or not r.flags.c_contiguous:
+        raise ValueError("rows must be a C-contiguous 1-D array of PARSED_DTYPE")
+    if h.ndim != 1:
+        raise ValueError("handles must be 1-D")
+    cdef Py_ssize_t n = h.shape[0], i, j
+    if n < 2:
+        return None
+    cdef uint64_t nrows = <uint64_t>r.shape[0]
+    cdef const uint64_t *hp = <const uint64_t *>cnp.PyArray_DATA(h)
+    for i in range(n):
+        if hp[i] >= nrows:
+            raise IndexError(f"handle {hp[i]} beyond the {nrows} rows")
+    cdef ack_tcb_t tcb
+    tcb.snd_una = snd_una
+    tcb.snd_max = snd_max
+    tcb.rcv_nxt = rcv_nxt
+    tcb.ts_recent = ts_recent
+    tcb.ts_ok = ts_ok
+    cdef uint8_t *keep = <uint8_t *>malloc(<size_t>n)
+    if keep == NULL:
+        raise MemoryError()
+    cdef Py_ssize_t folded
+    cdef cnp.ndarray out
+    cdef uint64_t *op
+    try:
+        folded = gro_fold_acks(<const parsed_t *>cnp.PyArray_DATA(r), hp, n, &tcb, keep)
+        if not folded:
+            return None
+        out = _np.empty(n - folded, dtype=_np.uint64)
+        op = <uint64_t *>cnp.PyArray_DATA(out)
+        j = 0
+        for i in range(n):
+            if keep[i]:
+                op[j] = hp[i]
+                j += 1
+    finally:
+        free(keep)
+    return out, folded

@@ -21,9 +21,14 @@ running between calls):
   buffers (256 KiB), the receiver reading with ``recv_into``; goodput in
   Gbit/s, timed as iperf does from ``connect`` to the receiver's end of
   stream (handshake, slow start and FIN included; starting the two stacks,
-  which Linux has done before its figure starts, is not).
+  which Linux has done before its figure starts, is not).  Both stacks and
+  both application threads run on one CPU (:func:`fastproto.sched.cpu.one_cpu`),
+  the "one core" of the goal: their Python work is serialized by the GIL
+  anyway, and on two CPUs each hand-off between sender and receiver is a
+  wake-up across CPUs with the data in the other core's cache.
 - bulk against Linux: the same transfer beside Linux's own TCP over
-  loopback (Python sockets, ``sendall``/``recv_into``, timed the same way),
+  loopback (Python sockets, ``sendall``/``recv_into``, timed the same way,
+  on one CPU as well: Linux too moves more there, 34 against 31 Gbit/s),
   the TOE path's goal of 10 Gbit/s and half of Linux.
 - request/response: 1,000 transactions of 64 bytes each way on one
   connection (``TCP_NODELAY``), after 100 untimed ones, an echo thread on the
@@ -175,7 +180,7 @@ def _stack_bulk(data: bytes) -> Callable[[], float]:
     def run() -> float:
         link = LinkPair()
         received: list = [0, 0.0]
-        with Stack(link.a, f"{A_IP}/24") as a, Stack(link.b, f"{B_IP}/24") as b:
+        with one_cpu(), Stack(link.a, f"{A_IP}/24") as a, Stack(link.b, f"{B_IP}/24") as b:
             server = b.create_server(("", 5001))
             server.settimeout(30.0)
 
@@ -230,7 +235,7 @@ def _loopback_bulk(data: bytes) -> Callable[[], float]:
 
     def run() -> float:
         received: list = [0, 0.0]
-        with socket.create_server(("127.0.0.1", 0)) as server:
+        with one_cpu(), socket.create_server(("127.0.0.1", 0)) as server:
             server.settimeout(30.0)
 
             def sink() -> None:

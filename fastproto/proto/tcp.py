@@ -41,6 +41,10 @@ from fastproto.proto.tcp_states import (  # noqa: F401  (re-exported)
 from fastproto.proto.tcp_timers import TcpConfig, TcpTimers, count, initial_cwnd
 from fastproto.wire.tcp import ACK, FIN, PSH, RST, SYN, URG, TcpRejected, TcpSegment, parse_tcp
 
+#: in-order data acknowledged every second segment when a connection starts,
+#: in receive buffers' worth (the sender's slow start: _input_fast)
+QUICKACK_BUFFERS = 2
+
 
 class TcpConnection(TcpAck, TcpOutput, TcpTimers):
     """One TCP connection's state (the TCB) and its protocol rules."""
@@ -102,6 +106,8 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
         self._in_recovery = False
         self._sackboard: Optional[SackScoreboard] = None
         self._lt_sent = 0
+        self._ack_credit = 0
+        self._quickack = QUICKACK_BUFFERS * cfg.rcvbuf
         self._t_rexmt: Optional[float] = None
         self._t_persist: Optional[float] = None
         self._t_delack: Optional[float] = None
@@ -461,6 +467,7 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
         buf = self._rcvbuf
         if buf is None:
             buf = self._rcvbuf_make()
+        run_end = False
         if payload.__class__ is Chunk:
             payload.append_to(buf)      # coalesced: one gathering copy
             if payload.segments > 2:
@@ -468,13 +475,29 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
                 # (what receive offload gives) would leave the sender's
                 # ACK clock to a single segment, and a lost one to the
                 # retransmission timer (RFC 9293 3.8.6.3 asks for one per
-                # two full-sized segments).
-                half = payload.half
-                self.rcv_nxt = (self.rcv_nxt + half) & MASK
-                self.rcv_wnd -= half
-                if self.core_acked is None or not self._core_covered():
-                    self._send_ack(now)
-                plen -= half
+                # two full-sized segments).  While the first buffers' worth
+                # comes in, one per two segments, as RFC 9293 asks: the
+                # sender's slow start grows by at most two segments an ACK
+                # (RFC 3465 2.2), and doubles its window a round trip only
+                # with that many.  (Until the peer fills our window: then
+                # that, not its congestion window, is what holds it back.)
+                nxt = self.rcv_nxt
+                wnd = self.rcv_wnd
+                if self._quickack > 0:
+                    self._quickack -= plen
+                    if plen + self.snd_mss >= wnd:
+                        self._quickack = 0
+                    points = payload.ack_points(2)
+                else:
+                    points = (payload.half,)
+                opts = self._opts(now)     # (the same for each: no gap, one clock)
+                for at in points:
+                    self.rcv_nxt = (nxt + at) & MASK
+                    self.rcv_wnd = wnd - at
+                    if self.core_acked is None or not self._core_covered():
+                        self._emit(self.snd_max, self.rcv_nxt, ACK, self._wnd_field(), opts, b"")
+                plen -= points[-1]
+                run_end = True      # and one for the rest, whatever its size
         else:
             buf.append(payload)
         self.rcv_nxt = (self.rcv_nxt + plen) & MASK
@@ -496,7 +519,7 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
                 self._output(now)    # (else nothing queued, nothing in flight: no-op)
         # RFC 9293 3.8.6.3 / RFC 5681 4.2: ACK at least every second
         # full-sized segment, else within the delayed-ACK time.
-        if self._unacked_bytes >= 2 * self.rcv_mss:
+        if run_end or self._unacked_bytes >= 2 * self.rcv_mss:
             if self.core_acked is None or not self._core_covered():
                 self._send_ack(now)
         elif self._unacked_bytes and self._t_delack is None:

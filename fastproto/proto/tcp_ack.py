@@ -135,8 +135,10 @@ class TcpAck(TcpFields):
             if cwnd < self.ssthresh:
                 # RFC 5681 3.1 eq. 2 with appropriate byte counting (RFC 3465 2.2,
                 # L = 2): an ACK for a coalesced run or a delayed ACK covers several
-                # segments, and slow start should not slow down for it.
-                self.cwnd = cwnd + (acked if acked < 2 * mss else 2 * mss)
+                # segments, and slow start should not slow down for it.  ACKs
+                # folded into this one (acks_folded) count as the ACKs they were.
+                limit = 2 * mss * (1 + self._ack_credit)
+                self.cwnd = cwnd + (acked if acked < limit else limit)
             else:
                 # RFC 5681 3.1 eq. 3, counting bytes (RFC 3465 2.1): about one SMSS
                 # per window acknowledged, however few ACKs that took.
@@ -144,6 +146,7 @@ class TcpAck(TcpFields):
                 self.cwnd = cwnd + (inc if inc > 1 else 1)
         self._dupacks = 0
         self._lt_sent = 0
+        self._ack_credit = 0
         self.snd_una = ack
         if ((self.snd_nxt - ack) & MASK) >= HALF:
             self.snd_nxt = ack
@@ -156,6 +159,12 @@ class TcpAck(TcpFields):
         elif self._t_persist is None:
             self._t_rexmt = now + self.rto       # RFC 6298 5.3
         return acked > blen
+
+    def acks_folded(self, k: int) -> None:
+        """``k`` pure ACKs of the batch being input were folded into the ACKs
+        after them (ACK coalescing, fastproto._core.gro.fold_acks): the next
+        one that advances SND.UNA also counts for them in slow start."""
+        self._ack_credit += k
 
     def _on_dupack(self, now: float) -> None:
         """A duplicate ACK: fast retransmit / NewReno fast recovery (RFC 5681 3.2, RFC 6582 3.2)."""

@@ -65,6 +65,7 @@ class TcpFields:
         "_rcvbuf", "_ooo", "_fin_rcvd", "_ooo_fin", "_unacked_bytes", "_ack_now",
         "_last_ack_sent", "srtt", "rttvar", "rto", "_retries", "_rtt_seq", "_rtt_time",
         "cwnd", "ssthresh", "_dupacks", "_recover", "_in_recovery", "_sackboard", "_lt_sent",
+        "_ack_credit", "_quickack",
         "_t_rexmt", "_t_persist", "_t_delack", "_t_keep", "_t_2msl",
         "_persist_shift", "_keep_probes", "_last_rcv", "_events",
         # () -> (ack, right window edge) of the last ACK sent for us by the

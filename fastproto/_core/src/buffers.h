@@ -3,54 +3,56 @@
  * (a NumPy array owned by the Python object), named by handles 0..count-1
  * (the row numbers of that array).
  *
- * Free handles live in a bounded lock-free queue for many producers and many
- * consumers: the algorithm of src/pcq.h (D. Vyukov's per-slot sequence
- * numbers) with a CAS on the head too, since any thread may allocate.
+ * Free handles are kept on a lock-free LIFO stack (Treiber's), so the buffer
+ * freed last is the one handed out next: a receive path that frees a batch's
+ * buffers and takes the next batch's gets the same, cache-hot memory back,
+ * as Linux's page_pool recycles pages, instead of cycling through the whole
+ * pool (a FIFO of 4096 2 KiB buffers walks 8 MiB: past the L2 cache every
+ * time).
  *
- *     tail  next position a free() fills.  Written by freeing threads (CAS).
- *     head  next position an alloc() takes.  Written by allocating threads (CAS).
- *     slot seq, doubled as in pcq.h:
- *         2p          free for the free() that claims position p
- *         2p + 1      holds the handle freed at position p
- *         2(p + cap)  taken by the alloc() of position p; free for p + cap
+ *     next[h]  the free handle under h on the stack (BUF_NIL: none).  Written
+ *              only by the thread that owns h: the one pushing it (before
+ *              the CAS that publishes it) or, while h is on the stack,
+ *              nobody.
+ *     top      (tag << 32) | the handle on top (BUF_NIL: empty).  Every
+ *              successful CAS, push or pop, adds one to the tag.
  *
- * alloc(): pos = head; slot seq == 2pos + 1 (acquire): CAS(head, pos, pos+1)
- * claims it, read the handle, store(seq, 2(pos + cap), release).  seq <
- * 2pos + 1: nothing freed at pos yet (empty).  seq > 2pos + 1: pos is stale.
- * free() is pcq_put with its ring sized so that it is never full (below).
+ * pop (alloc): old = top (acquire); nx = next[old.handle]; CAS(top, old,
+ * (old.tag + 1, nx)).  push (free): next[h] = old.handle; CAS(top, old,
+ * (old.tag + 1, h)) (release).
  *
- * Memory orders: the seq release/acquire pairs order a handle's write before
- * its read, and an alloc's read of slot lap k before the free() that
- * overwrites it on lap k + 1.  They also hand the buffer's bytes over: what
- * the freeing thread wrote into a buffer happens before the allocating
- * thread's first access.  The head/tail CASes are relaxed: they only hand
- * out positions.
+ * No ABA: a pop whose load of top is followed by a pop and a push of the
+ * same handle (so that next[h] changed) meets a different tag and retries.
+ * The tag is 32 bits: a thread would have to be held between its load and
+ * its CAS while 2**32 other operations went by.  A stale read of next[h]
+ * (h popped and pushed again meanwhile) is harmless for the same reason:
+ * the CAS that would use it fails.  alloc_many walks k handles down from the
+ * top and takes them with one CAS: with the tag unchanged nothing was pushed
+ * or popped since the load, so the chain it walked is the stack's.
  *
- * No ABA: positions are 64-bit and only grow, so a CAS from a stale
- * position fails; a slot's seq names its lap.  (A Treiber stack of handles
- * would need a tag against ABA; this queue has none to need.)
+ * Memory orders: the push's release CAS pairs with the pop's acquire load
+ * of top (and the acquire of a failed CAS, which reloads it): next[h], and
+ * whatever the freeing thread wrote into the buffer, happen before the
+ * allocating thread reads them.  next[] is read and written with relaxed
+ * atomics (a racing read only feeds a CAS that fails).
  *
  * Allocation state.  Each buffer has an atomic byte, BUF_FREE or
  * BUF_ALLOCATED.  alloc() stores BUF_ALLOCATED after taking the handle;
- * free() first CASes BUF_ALLOCATED -> BUF_FREE and only then queues the
+ * free() first CASes BUF_ALLOCATED -> BUF_FREE and only then pushes the
  * handle.  A second free of the same handle fails that CAS and is refused
- * (BUF_EFREE) without touching the queue, so at most `count` handles are ever
- * queued and no handle is queued twice: the pool cannot hand one buffer to
- * two owners because of a double free.  (A free of a handle someone else now
- * owns, after it was freed and allocated again, cannot be told apart from a
- * legitimate free: owners must not free what they no longer own.)
+ * (BUF_EFREE) without touching the stack, so no handle is ever on the stack
+ * twice: the pool cannot hand one buffer to two owners because of a double
+ * free.  (A free of a handle someone else now owns, after it was freed and
+ * allocated again, cannot be told apart from a legitimate free: owners must
+ * not free what they no longer own.)
  *
- * Ring size.  cap is a power of two >= 2 * count.  Queued handles are at
- * most count, so a free() finds its slot still occupied only if an alloc()
- * that claimed the position cap earlier has not yet read it, while count
- * later allocs went by: a thread descheduled inside alloc().  free() then
- * waits for it (sched_yield), which is rare and bounded by that thread's
- * next time slice; free() never fails for want of room.
+ * nfree counts the handles on the stack for bufpool_available: added to
+ * after a push and taken from after a pop, so a snapshot taken while other
+ * threads work may be briefly off by what they are doing.
  */
 #ifndef FASTPROTO_BUFFERS_H
 #define FASTPROTO_BUFFERS_H
 
-#include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -69,75 +71,55 @@
 /* largest count accepted: handles fit 32 bits with room to spare */
 #define BUF_MAXCOUNT ((uint64_t)1 << 31)
 
-typedef struct buf_slot {
-    uint64_t seq;
-    uint64_t handle;
-} buf_slot;
+/* no handle: the end of the free stack */
+#define BUF_NIL 0xFFFFFFFFu
 
 typedef struct bufpool {
     /* read-only after bufpool_create */
     uint8_t *data;        /* count * size bytes, row h at data + h * size */
     uint64_t size;        /* bytes per buffer */
     uint64_t count;       /* number of buffers */
-    uint64_t mask;        /* ring cap - 1 */
     uint8_t *state;       /* BUF_FREE / BUF_ALLOCATED per buffer */
-    buf_slot *ring;
-    char _pad0[BUF_LINE - 4 * sizeof(uint64_t) - 2 * sizeof(void *)];
-    uint64_t tail;        /* free() side */
+    uint32_t *next;       /* the free stack's links, one per buffer */
+    char _pad0[BUF_LINE - 3 * sizeof(uint64_t) - 2 * sizeof(void *)];
+    uint64_t top;         /* (tag << 32) | top handle */
     char _pad1[BUF_LINE - sizeof(uint64_t)];
-    uint64_t head;        /* alloc() side */
-    char _pad2[BUF_LINE - sizeof(uint64_t)];
+    int64_t nfree;        /* handles on the stack (see above) */
+    char _pad2[BUF_LINE - sizeof(int64_t)];
 } bufpool_t;
 
-static inline void buf_pause(unsigned *spins)
+static inline uint64_t buf_top(uint64_t tag, uint32_t handle)
 {
-    if (++*spins < 64) {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
-    } else {
-        *spins = 0;
-        sched_yield();
-    }
+    return (tag << 32) | handle;
 }
 
 /* A pool over data (count * size bytes, owned by the caller), all buffers
- * free.  NULL if count is 0 or too large, size is 0, or memory is short. */
+ * free and handed out in order 0, 1, 2, ... at first.  NULL if count is 0 or
+ * too large, size is 0, or memory is short. */
 static inline bufpool_t *bufpool_create(uint8_t *data, uint64_t count, uint64_t size)
 {
     if (count < 1 || count > BUF_MAXCOUNT || size < 1)
         return NULL;
-    uint64_t cap = 2;
-    while (cap < 2 * count)
-        cap <<= 1;
     void *mem = NULL;
     if (posix_memalign(&mem, BUF_LINE, sizeof(bufpool_t)) != 0)
         return NULL;
     bufpool_t *p = (bufpool_t *)mem;
     memset(p, 0, sizeof(*p));
-    p->ring = NULL;
-    if (posix_memalign(&mem, BUF_LINE, cap * sizeof(buf_slot)) != 0) {
-        free(p);
-        return NULL;
-    }
-    p->ring = (buf_slot *)mem;
     p->state = (uint8_t *)calloc(count, 1);
-    if (p->state == NULL) {
-        free(p->ring);
+    p->next = (uint32_t *)malloc(count * sizeof(uint32_t));
+    if (p->state == NULL || p->next == NULL) {
+        free(p->state);
+        free(p->next);
         free(p);
         return NULL;
     }
+    for (uint64_t i = 0; i < count; i++)
+        p->next[i] = i + 1 < count ? (uint32_t)(i + 1) : BUF_NIL;
     p->data = data;
     p->size = size;
     p->count = count;
-    p->mask = cap - 1;
-    /* positions 0..count-1 hold handles 0..count-1; the rest are free */
-    for (uint64_t i = 0; i < cap; i++) {
-        p->ring[i].seq = i < count ? 2 * i + 1 : 2 * i;
-        p->ring[i].handle = i;
-    }
-    p->head = 0;
-    p->tail = count;
+    p->top = buf_top(0, 0);
+    p->nfree = (int64_t)count;
     return p;
 }
 
@@ -145,7 +127,7 @@ static inline void bufpool_destroy(bufpool_t *p)
 {
     if (p) {
         free(p->state);
-        free(p->ring);
+        free(p->next);
         free(p);
     }
 }
@@ -160,104 +142,53 @@ static inline int buf_is_allocated(const bufpool_t *p, uint64_t h)
     return h < p->count && __atomic_load_n(&p->state[h], __ATOMIC_RELAXED) == BUF_ALLOCATED;
 }
 
+/* Take up to n free handles into out[0..k), the most recently freed first;
+ * returns k (0 if none is free).  One CAS takes them all. */
+static inline size_t bufpool_alloc_many(bufpool_t *p, uint64_t *out, size_t n)
+{
+    if (n == 0)
+        return 0;
+    uint64_t old = __atomic_load_n(&p->top, __ATOMIC_ACQUIRE);
+    size_t k;
+    for (;;) {
+        uint32_t h = (uint32_t)old;
+        k = 0;
+        while (k < n && h != BUF_NIL) {
+            out[k++] = h;
+            h = __atomic_load_n(&p->next[h], __ATOMIC_RELAXED);
+        }
+        if (k == 0)
+            return 0;
+        if (__atomic_compare_exchange_n(&p->top, &old, buf_top((old >> 32) + 1, h), 1,
+                                        __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE))
+            break;
+    }
+    for (size_t i = 0; i < k; i++)
+        __atomic_store_n(&p->state[out[i]], BUF_ALLOCATED, __ATOMIC_RELAXED);
+    __atomic_fetch_sub(&p->nfree, (int64_t)k, __ATOMIC_RELAXED);
+    return k;
+}
+
 /* Take one free buffer's handle into *h; 0 if none is free. */
 static inline int bufpool_alloc(bufpool_t *p, uint64_t *h)
 {
-    uint64_t pos = __atomic_load_n(&p->head, __ATOMIC_RELAXED);
-    for (;;) {
-        buf_slot *s = &p->ring[pos & p->mask];
-        uint64_t seq = __atomic_load_n(&s->seq, __ATOMIC_ACQUIRE);
-        int64_t dif = (int64_t)(seq - (2 * pos + 1));
-        if (dif == 0) {
-            if (__atomic_compare_exchange_n(&p->head, &pos, pos + 1, 1,
-                                            __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-                uint64_t handle = s->handle;
-                __atomic_store_n(&s->seq, 2 * (pos + p->mask + 1), __ATOMIC_RELEASE);
-                __atomic_store_n(&p->state[handle], BUF_ALLOCATED, __ATOMIC_RELAXED);
-                *h = handle;
-                return 1;
-            }
-        } else if (dif < 0) {
-            return 0;
-        } else {
-            pos = __atomic_load_n(&p->head, __ATOMIC_RELAXED);
-        }
-    }
+    return bufpool_alloc_many(p, h, 1) == 1;
 }
 
-/* Take up to n free handles into out[0..k); returns k (0 if none is free).
- * One CAS claims each run of queued handles. */
-static inline size_t bufpool_alloc_many(bufpool_t *p, uint64_t *out, size_t n)
+/* Push handles whose state was already moved to BUF_FREE, hs[0] on top. */
+static inline void buf_push(bufpool_t *p, const uint64_t *hs, size_t n)
 {
-    size_t got = 0;
-    uint64_t pos = __atomic_load_n(&p->head, __ATOMIC_RELAXED);
-    while (got < n) {
-        /* count the ready run at pos (frees publish out of order, so each
-         * slot is looked at) */
-        size_t k = 0;
-        while (got + k < n) {
-            uint64_t seq = __atomic_load_n(&p->ring[(pos + k) & p->mask].seq, __ATOMIC_ACQUIRE);
-            if (seq != 2 * (pos + k) + 1)
-                break;
-            k++;
-        }
-        if (k == 0) {
-            uint64_t seq = __atomic_load_n(&p->ring[pos & p->mask].seq, __ATOMIC_ACQUIRE);
-            if ((int64_t)(seq - (2 * pos + 1)) < 0)
-                break;                      /* empty */
-            pos = __atomic_load_n(&p->head, __ATOMIC_RELAXED);
-            continue;                       /* stale pos */
-        }
-        /* the run's seqs cannot change before the CAS: only the alloc that
-         * owns a position moves its slot on, and positions are owned via head */
-        if (!__atomic_compare_exchange_n(&p->head, &pos, pos + k, 1,
-                                         __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-            continue;
-        for (size_t i = 0; i < k; i++) {
-            buf_slot *s = &p->ring[(pos + i) & p->mask];
-            uint64_t handle = s->handle;
-            __atomic_store_n(&s->seq, 2 * (pos + i + p->mask + 1), __ATOMIC_RELEASE);
-            __atomic_store_n(&p->state[handle], BUF_ALLOCATED, __ATOMIC_RELAXED);
-            out[got + i] = handle;
-        }
-        got += k;
-        pos += k;
-    }
-    return got;
-}
-
-/* Queue handles whose state was already moved to BUF_FREE. */
-static inline void buf_enqueue(bufpool_t *p, const uint64_t *hs, size_t n)
-{
-    unsigned spins = 0;
-    uint64_t pos = __atomic_load_n(&p->tail, __ATOMIC_RELAXED);
-    while (n) {
-        size_t k = 0;
-        while (k < n) {
-            uint64_t seq = __atomic_load_n(&p->ring[(pos + k) & p->mask].seq, __ATOMIC_ACQUIRE);
-            if (seq != 2 * (pos + k))
-                break;
-            k++;
-        }
-        if (k == 0) {
-            uint64_t seq = __atomic_load_n(&p->ring[pos & p->mask].seq, __ATOMIC_ACQUIRE);
-            if ((int64_t)(seq - 2 * pos) < 0)
-                buf_pause(&spins);          /* an alloc of lap - 1 is mid-read */
-            pos = __atomic_load_n(&p->tail, __ATOMIC_RELAXED);
-            continue;
-        }
-        if (!__atomic_compare_exchange_n(&p->tail, &pos, pos + k, 1,
-                                         __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-            continue;
-        for (size_t i = 0; i < k; i++) {
-            buf_slot *s = &p->ring[(pos + i) & p->mask];
-            s->handle = hs[i];
-            __atomic_store_n(&s->seq, 2 * (pos + i) + 1, __ATOMIC_RELEASE);
-        }
-        hs += k;
-        n -= k;
-        pos += k;
-    }
+    if (n == 0)
+        return;
+    /* the chain is ours until the CAS publishes it */
+    for (size_t i = 0; i + 1 < n; i++)
+        __atomic_store_n(&p->next[hs[i]], (uint32_t)hs[i + 1], __ATOMIC_RELAXED);
+    uint64_t old = __atomic_load_n(&p->top, __ATOMIC_RELAXED);
+    do {
+        __atomic_store_n(&p->next[hs[n - 1]], (uint32_t)old, __ATOMIC_RELAXED);
+    } while (!__atomic_compare_exchange_n(&p->top, &old, buf_top((old >> 32) + 1, (uint32_t)hs[0]),
+                                          1, __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+    __atomic_fetch_add(&p->nfree, (int64_t)n, __ATOMIC_RELAXED);
 }
 
 /* Return buffer h to the pool: BUF_OK, BUF_ERANGE or BUF_EFREE (h was not
@@ -270,7 +201,7 @@ static inline int bufpool_free(bufpool_t *p, uint64_t h)
     if (!__atomic_compare_exchange_n(&p->state[h], &expect, BUF_FREE, 0,
                                      __ATOMIC_RELAXED, __ATOMIC_RELAXED))
         return BUF_EFREE;
-    buf_enqueue(p, &h, 1);
+    buf_push(p, &h, 1);
     return BUF_OK;
 }
 
@@ -289,27 +220,26 @@ static inline int bufpool_free_many(bufpool_t *p, const uint64_t *hs, size_t n, 
         uint8_t expect = BUF_ALLOCATED;
         if (!__atomic_compare_exchange_n(&p->state[hs[i]], &expect, BUF_FREE, 0,
                                          __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-            /* undo: these handles are not queued yet, so nobody else can
-             * have taken them; a concurrent free of one of them is itself a
-             * double free and was refused */
+            /* undo: these handles are not on the stack yet, so nobody else
+             * can have taken them; a concurrent free of one of them is itself
+             * a double free and was refused */
             for (size_t j = 0; j < i; j++)
                 __atomic_store_n(&p->state[hs[j]], BUF_ALLOCATED, __ATOMIC_RELAXED);
             *bad = i;
             return BUF_EFREE;
         }
     }
-    buf_enqueue(p, hs, n);
+    buf_push(p, hs, n);
     return BUF_OK;
 }
 
 /* Free buffers right now (a snapshot when other threads are at work). */
 static inline uint64_t bufpool_available(bufpool_t *p)
 {
-    uint64_t head = __atomic_load_n(&p->head, __ATOMIC_ACQUIRE);
-    uint64_t tail = __atomic_load_n(&p->tail, __ATOMIC_ACQUIRE);
-    if (tail <= head)
+    int64_t n = __atomic_load_n(&p->nfree, __ATOMIC_ACQUIRE);
+    if (n <= 0)
         return 0;
-    return tail - head > p->count ? p->count : tail - head;
+    return (uint64_t)n > p->count ? p->count : (uint64_t)n;
 }
 
 #endif /* FASTPROTO_BUFFERS_H */
