@@ -485,7 +485,7 @@ class TcpConnection(TcpAck, TcpOutput, TcpTimers):
                 wnd = self.rcv_wnd
                 if self._quickack > 0:
                     self._quickack -= plen
-                    if plen + self.snd_mss >= wnd:
+                    if plen + self.rcv_mss >= wnd:
                         self._quickack = 0
                     points = payload.ack_points(2)
                 else:
