@@ -28,7 +28,8 @@ running between calls):
   wake-up across CPUs with the data in the other core's cache.
 - bulk against Linux: the same transfer beside Linux's own TCP over
   loopback (Python sockets, ``sendall``/``recv_into``, timed the same way,
-  on one CPU as well: Linux too moves more there, 34 against 31 Gbit/s),
+  on one CPU as well: Linux too moves more there, 34-38 Gbit/s against
+  31-34 on two),
   the TOE path's goal of 10 Gbit/s and half of Linux.
 - request/response: 1,000 transactions of 64 bytes each way on one
   connection (``TCP_NODELAY``), after 100 untimed ones, an echo thread on the
