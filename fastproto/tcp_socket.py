@@ -450,12 +450,7 @@ class TCPSocket(Timeouts):
     def sendall(self, data: Any, flags: int = 0) -> None:
         """Send every byte of ``data`` (blocking; the timeout applies to the whole call)."""
         view = memoryview(data).cast("B") if data.__class__ is not bytes else None
-        # (_connected inline: a send is the hot path)
-        if self._closed:
-            raise _oserror(errno.EBADF)
-        conn = self.conn
-        if conn is None:
-            raise _oserror(errno.ENOTCONN)
+        conn = self._connected()
         timeout = self._timeout
         start = time.monotonic() if timeout is not None else 0.0
         with self._lock:
@@ -505,12 +500,8 @@ class TCPSocket(Timeouts):
 
     def _recv(self, take: Any, arg: Any) -> Any:
         """``take(conn, arg)`` once the connection has something to read."""
-        # (_connected and _deadline, inline: a receive is the hot path)
-        if self._closed:
-            raise _oserror(errno.EBADF)
-        conn = self.conn
-        if conn is None:
-            raise _oserror(errno.ENOTCONN)
+        conn = self._connected()
+        # (_deadline inline: a receive is the hot path)
         timeout = self._timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
@@ -698,10 +689,12 @@ class TCPSocket(Timeouts):
                 # verified by the demux, then copied by the connection
                 return 2 * plen, plen
         stack = self.stack
-        if (n > 1 and conn is not None and not listening and conn.state in _FOLDING
-                and not conn._in_recovery and not conn._dupacks and conn._t_persist is None):
+        if (n > 1 and conn is not None and not listening and conn.snd_max != conn.snd_una
+                and conn.state in _FOLDING and not conn._in_recovery and not conn._dupacks
+                and conn._t_persist is None):
             # ACK coalescing (fastproto._core.gro.fold_acks): a sender takes its
             # peer's ACKs a batch at a time, and runs once per run of them.
+            # (Nothing in flight, as at a receiver: no ACK could fold.)
             got = fold_acks(rows_all, hs, conn.snd_una, conn.snd_max, conn.rcv_nxt,
                             conn._ts_ok, conn.ts_recent)
             if got is not None:

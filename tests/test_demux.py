@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from demux_rig import demux_rig
 from fastproto import BufferPool, Demux, PCBTable, PCQ
 from fastproto.wire import (ARP_REQUEST, ETH_P_ARP, ETH_P_IP, arp, ethernet, icmp_echo, ipv4,
                             tcp_segment, udp)
@@ -168,12 +169,7 @@ frame_kinds = st.sampled_from(["open", "closed", "tcp", "ping", "corrupt", "shor
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(frame_kinds, st.integers(0, 255)), min_size=1, max_size=64))
 def test_every_frame_is_accounted_for(kinds):
-    pool = BufferPool(256)
-    table = PCBTable(nbuckets=64)
-    demux = Demux(pool, table, max_sockets=4, capacity=64)
-    q = PCQ(8)
-    demux.attach(0, q)
-    table.insert(17, LOCAL, 53, None, 0, 0)
+    pool, demux, q = demux_rig((17, LOCAL, 53, None, 0), buffers=256, qlen=8)
     frames = []
     for kind, x in kinds:
         f = {"open": udp_frame(53), "closed": udp_frame(54), "tcp": tcp_frame(80),

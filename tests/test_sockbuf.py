@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
-from fastproto import BufferPool, Demux, PCBTable, PCQ
+from demux_rig import demux_rig
 from fastproto._core.gro import coalesce, stage_segment
 from fastproto._core.sockbuf import SendBuf, SockBuf
 
@@ -183,13 +183,8 @@ class Staged:
 
     def __init__(self) -> None:
         self.payloads = [os.urandom(n) for n in (300, 200, 100)]
-        self.pool = BufferPool(8)
-        table = PCBTable(nbuckets=8)
-        self.demux = Demux(self.pool, table, max_sockets=1, capacity=8, verify_l4=True,
-                           defer_tcp_checksum=True)
-        pcq = PCQ(8)
-        self.demux.attach(0, pcq)
-        table.insert(6, LOCAL, 80, PEER, 4000, 0)
+        self.pool, self.demux, pcq = demux_rig((6, LOCAL, 80, PEER, 4000), buffers=8, capacity=8,
+                                               verify_l4=True, defer_tcp_checksum=True)
         frames = [_segment(1, self.payloads[0]), _segment(301, self.payloads[1]),
                   _segment(501, self.payloads[2])]
         batch = self.pool.batch_from_frames(frames)

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from concurrency import run_switching_often
-from fastproto import BufferPool, Demux, PCBTable, PCQ
+from demux_rig import demux_rig
+from fastproto import BufferPool, Demux, PCQ
 from fastproto._core.counters import count
 from fastproto.wire import ETH_P_IP, ethernet, icmp_echo, ipv4, udp
 
@@ -71,13 +72,7 @@ def _ping() -> bytes:
 
 
 def _demux() -> tuple[BufferPool, Demux, PCQ]:
-    pool = BufferPool(256)
-    table = PCBTable(nbuckets=64)
-    demux = Demux(pool, table, max_sockets=4, capacity=64)
-    q = PCQ(64)
-    demux.attach(3, q)
-    table.insert(17, LOCAL, 53, None, 0, 3)
-    return pool, demux, q
+    return demux_rig((17, LOCAL, 53, None, 0), buffers=256, sock=3)
 
 
 def test_input_woken_gives_socket_ids_as_ints_and_none_for_no_frames_handed_back():

@@ -16,8 +16,8 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
 
 from concurrency import wait_until
+from demux_rig import demux_rig
 from tcp_peer import LOCAL, LPORT, PEER, PPORT, linked_peer
-from fastproto import BufferPool, Demux, PCBTable, PCQ
 from fastproto._core.gro import coalesce, stage_segment
 from fastproto._core.parse import Flag
 from fastproto._core.sockbuf import SockBuf
@@ -84,15 +84,8 @@ def corrupt(frame: bytes, plen: int, pos: int) -> bytes:
 
 @pytest.fixture
 def rx():
-    pool = BufferPool(64)
-    table = PCBTable(nbuckets=64)
-    demux = Demux(pool, table, max_sockets=4, capacity=64, verify_l4=True,
-                  defer_udp_checksum=True, defer_tcp_checksum=True)
-    pcq = PCQ(64)
-    demux.attach(0, pcq)
-    table.insert(6, LOCAL, LPORT, PEER, PPORT, 0)
-    table.insert(6, LOCAL6, LPORT, PEER6, PPORT, 0)
-    return pool, demux, pcq
+    return demux_rig((6, LOCAL, LPORT, PEER, PPORT), (6, LOCAL6, LPORT, PEER6, PPORT),
+                     verify_l4=True, defer_udp_checksum=True, defer_tcp_checksum=True)
 
 
 def _deliver(pool, demux, pcq, frames):
@@ -123,12 +116,8 @@ def test_corrupt_pure_ack_is_still_dropped_by_the_demux(rx):
 
 
 def test_without_deferral_every_segment_is_verified_in_the_demux():
-    pool = BufferPool(8)
-    table = PCBTable(nbuckets=8)
-    demux = Demux(pool, table, max_sockets=2, capacity=8, verify_l4=True)
-    pcq = PCQ(8)
-    demux.attach(0, pcq)
-    table.insert(6, LOCAL, LPORT, PEER, PPORT, 0)
+    pool, demux, pcq = demux_rig((6, LOCAL, LPORT, PEER, PPORT), buffers=8, capacity=8,
+                                 verify_l4=True)
     hs = _deliver(pool, demux, pcq, [segment(1, b"data"), corrupt(segment(5, b"bad!"), 4, 1)])
     assert len(hs) == 1 and demux.counters()["l4_bad_checksum"] == 1
     assert int(demux.rows[int(hs[0])]["flags"]) & Flag.L4_CSUM_OK
@@ -255,13 +244,8 @@ def test_staged_bytes_are_the_good_prefix_the_oracle_finds(sizes, bad, v6, seed)
     if bad is not None:
         i = bad[0] % len(frames)
         frames[i] = corrupt(frames[i], len(payloads[i]), bad[1] % len(payloads[i]))
-    pool = BufferPool(16)
-    table = PCBTable(nbuckets=16)
-    demux = Demux(pool, table, max_sockets=2, capacity=16, verify_l4=True,
-                  defer_tcp_checksum=True)
-    pcq = PCQ(16)
-    demux.attach(0, pcq)
-    table.insert(6, LOCAL6 if v6 else LOCAL, LPORT, PEER6 if v6 else PEER, PPORT, 0)
+    pool, demux, pcq = demux_rig((6, LOCAL6 if v6 else LOCAL, LPORT, PEER6 if v6 else PEER, PPORT),
+                                 buffers=16, capacity=16, verify_l4=True, defer_tcp_checksum=True)
     hs = _deliver(pool, demux, pcq, frames)
     assert len(hs) == len(frames)
     # the oracle: every segment up to the first bad one, by the plain-Python sum

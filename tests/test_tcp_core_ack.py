@@ -12,6 +12,7 @@ from hypothesis import given, settings, strategies as st
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
+from demux_rig import demux_rig
 from fastproto import BufferPool, Demux, PCBTable, PCQ
 from fastproto._core.demux import clock_ms
 from fastproto.phy.fault_injector import FaultInjector
@@ -59,13 +60,8 @@ def segment(seq: int, n: int = MSS, flags: str = "A", tsval: int | None = TS_REC
 def make_core(n: int = 256):
     """A pool of ``n`` buffers, a demux and the PCQ of socket SOCK, whose
     connected pcb is in the table (unarmed)."""
-    pool = BufferPool(n)
-    table = PCBTable(nbuckets=64)
-    demux = Demux(pool, table, max_sockets=8, capacity=32, verify_l4=True)
-    pcq = PCQ(n)
-    demux.attach(SOCK, pcq)
-    table.insert(6, LOCAL, LPORT, PEER, PPORT, SOCK)
-    return pool, demux, pcq
+    return demux_rig((6, LOCAL, LPORT, PEER, PPORT), buffers=n, capacity=32, qlen=n, sock=SOCK,
+                     verify_l4=True)
 
 
 @pytest.fixture

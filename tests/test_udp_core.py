@@ -9,7 +9,8 @@ from hypothesis import given, settings, strategies as st
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
-from fastproto import BufferPool, Demux, PCBTable, PCQ
+from demux_rig import demux_rig
+from fastproto import BufferPool
 from fastproto._core.udp import ETH_MIN_FRAME, UDP4_HEADERS, udp4_frame, udp4_template, udp_take
 from fastproto.wire import ETH_P_IP, ETH_P_IPV6, ethernet, ipv4, ipv6, udp
 
@@ -89,15 +90,8 @@ def test_template_with_bad_address_lengths_is_refused(args):
 
 @pytest.fixture(params=["deferred", "verified first"])
 def rx(request):
-    pool = BufferPool(64)
-    table = PCBTable(nbuckets=64)
-    demux = Demux(pool, table, max_sockets=4, capacity=32, verify_l4=True,
-                  defer_udp_checksum=request.param == "deferred")
-    pcq = PCQ(32)
-    demux.attach(0, pcq)
-    table.insert(17, LOCAL, 53, None, 0, 0)
-    table.insert(17, LOCAL6, 53, None, 0, 0)
-    return pool, demux, pcq
+    return demux_rig((17, LOCAL, 53, None, 0), (17, LOCAL6, 53, None, 0), capacity=32,
+                     verify_l4=True, defer_udp_checksum=request.param == "deferred")
 
 
 def _deliver(pool, demux, frames):
@@ -184,12 +178,8 @@ def _corrupt_payload(frame):
 
 
 def test_deferred_checksum_is_verified_on_copy_and_read_once():
-    pool = BufferPool(16)
-    table = PCBTable(nbuckets=16)
-    demux = Demux(pool, table, max_sockets=2, capacity=8, verify_l4=True, defer_udp_checksum=True)
-    pcq = PCQ(8)
-    demux.attach(0, pcq)
-    table.insert(17, LOCAL, 53, None, 0, 0)
+    pool, demux, pcq = demux_rig((17, LOCAL, 53, None, 0), buffers=16, capacity=8,
+                                 verify_l4=True, defer_udp_checksum=True)
     good = [_v4(b"hello"), _v4(b"world!")]
     assert _deliver(pool, demux, [good[0], _corrupt_payload(_v4(b"bad")), good[1]]) == 3
     datagrams, held, nread, drops = udp_take(pcq, demux.rows, pool)
@@ -199,12 +189,8 @@ def test_deferred_checksum_is_verified_on_copy_and_read_once():
 
 
 def test_verified_first_reads_each_payload_twice_and_drops_in_the_demux():
-    pool = BufferPool(16)
-    table = PCBTable(nbuckets=16)
-    demux = Demux(pool, table, max_sockets=2, capacity=8, verify_l4=True)
-    pcq = PCQ(8)
-    demux.attach(0, pcq)
-    table.insert(17, LOCAL, 53, None, 0, 0)
+    pool, demux, pcq = demux_rig((17, LOCAL, 53, None, 0), buffers=16, capacity=8,
+                                 verify_l4=True)
     assert _deliver(pool, demux, [_v4(b"hello"), _corrupt_payload(_v4(b"bad"))]) == 1
     assert demux.counters()["l4_bad_checksum"] == 1
     datagrams, _, nread, drops = udp_take(pcq, demux.rows, pool)
@@ -227,13 +213,8 @@ def test_checksum_on_copy_agrees_with_the_parser(payload, flip, v6):
         frame = bytes(out)
     results = []
     for defer in (True, False):
-        pool = BufferPool(4)
-        table = PCBTable(nbuckets=16)
-        demux = Demux(pool, table, max_sockets=2, capacity=4, verify_l4=True,
-                      defer_udp_checksum=defer)
-        pcq = PCQ(4)
-        demux.attach(0, pcq)
-        table.insert(17, LOCAL6 if v6 else LOCAL, 53, None, 0, 0)
+        pool, demux, pcq = demux_rig((17, LOCAL6 if v6 else LOCAL, 53, None, 0), buffers=4,
+                                     capacity=4, verify_l4=True, defer_udp_checksum=defer)
         _deliver(pool, demux, [frame])
         results.append([d[0] for d in udp_take(pcq, demux.rows, pool)[0]])
         assert pool.available == pool.count
