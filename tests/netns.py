@@ -21,6 +21,8 @@ The child script starts with ``PRELUDE`` in scope:
   ``ipv6`` gives an address, e.g. ``KERNEL_ADDR6``: then it is added with
   ``nodad`` and DAD is off on the device, so nothing waits);
 - ``report(obj)``: print ``obj`` as the one JSON line ``run_json`` returns;
+- ``kernel_udp_socket(port)``: a Linux UDP socket bound on the kernel side,
+  waiting ``TIMEOUT`` for a datagram;
 - ``STACK_MAC``, ``TIMEOUT`` (3 s) and ``outcome(call)`` (what a socket call
   did: ``"ok:<len>"`` or the exception's name), for the scenarios.
 
@@ -99,6 +101,15 @@ PRELUDE = textwrap.dedent(f"""
 
     def report(obj):
         print("NETNS-REPORT " + _json.dumps(obj), flush=True)
+
+    def kernel_udp_socket(port, addr=KERNEL_ADDR):
+        '''A UDP socket of Linux's bound to ``port`` on the kernel side, waiting
+        TIMEOUT for a datagram.'''
+        import socket as _socket
+        s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+        s.bind((addr, port))
+        s.settimeout(TIMEOUT)
+        return s
 
     # The stack's MAC on the TAP, and how long a scenario waits for an answer (s).
     STACK_MAC = bytes.fromhex("020000000002")

@@ -485,7 +485,6 @@ def test_tap_sends_a_batch_in_place_byte_exact():
     from netns import run_json
     payloads = [bytes([i]) * (i * 97 % 1400) for i in range(12)]
     got = run_json(f"""
-import socket
 from fastproto._core.frames import FrameBatch
 from fastproto.phy.tap import TapInterface
 from fastproto.wire import ETH_P_IP, ethernet, ipv4, udp
@@ -493,9 +492,7 @@ payloads = [bytes.fromhex(p) for p in {[p.hex() for p in payloads]!r}]
 with TapInterface("fp0") as tap:
     tap.up()
     kernel_side("fp0")
-    linux = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    linux.bind((KERNEL_ADDR, 5555))
-    linux.settimeout(3)
+    linux = kernel_udp_socket(5555)
     batch = FrameBatch(ethernet(tap.mac, STACK_MAC, ETH_P_IP,
                                 ipv4(STACK_ADDR, KERNEL_ADDR, 17,
                                      udp(STACK_ADDR, KERNEL_ADDR, 4242, 5555, p)))

@@ -55,9 +55,7 @@ with TapInterface("fp0", mtu=1400, mac="02:00:00:00:00:01") as tap:
     tap.up()
     kernel_side("fp0")
     link = __import__("json").loads(sh("ip", "-j", "link", "show", "fp0"))[0]
-    linux = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    linux.bind((KERNEL_ADDR, 5555))
-    linux.settimeout(3)
+    linux = kernel_udp_socket(5555)
 
     # (1) Linux resolves 198.18.0.2 before its first datagram there
     linux.sendto(b"hello", (STACK_ADDR, 7777))
@@ -335,9 +333,7 @@ payloads = [bytes.fromhex(p) for p in {[p.hex() for p in payloads]!r}]
 with TapInterface("fp0") as tap:
     tap.up()
     kernel_side("fp0")
-    linux = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    linux.bind((KERNEL_ADDR, 5555))
-    linux.settimeout(3)
+    linux = kernel_udp_socket(5555)
     frames = [ethernet(tap.mac, STACK_MAC, ETH_P_IP,
                        ipv4(STACK_ADDR, KERNEL_ADDR, 17, udp(STACK_ADDR, KERNEL_ADDR, 4242, 5555, p)))
               for p in payloads]
